@@ -1,0 +1,92 @@
+"""The `lambdahost` command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from lambdahost.config import Settings, default_data_dir, load_credentials
+
+app = typer.Typer(help="lambdahost: a self-hosted, AWS-Lambda-compatible serverless platform.")
+console = Console(stderr=True)
+
+
+@app.callback()
+def main() -> None:
+    """lambdahost: run AWS Lambda functions on this machine."""
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(9000, help="Port to listen on."),
+    data_dir: Path = typer.Option(
+        None, help="Where metadata, code and logs live [default: $LAMBDAHOST_DATA_DIR or ./.lambdahost]."
+    ),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Accept unsigned requests (unsafe)."),
+    region: str = typer.Option("us-east-1", envvar="LAMBDAHOST_REGION", help="Region in ARNs."),
+    account_id: str = typer.Option(
+        "000000000000", envvar="LAMBDAHOST_ACCOUNT_ID", help="Account id in ARNs."
+    ),
+    keepalive: float = typer.Option(
+        300.0, envvar="LAMBDAHOST_KEEPALIVE", help="Seconds an idle environment stays warm."
+    ),
+    transition_delay: float = typer.Option(
+        0.2,
+        envvar="LAMBDAHOST_TRANSITION_DELAY",
+        help="Seconds a function stays Pending/InProgress after a change.",
+    ),
+    log_level: str = typer.Option("info", envvar="LAMBDAHOST_LOG_LEVEL"),
+) -> None:
+    """Start the API server."""
+    import uvicorn
+
+    from lambdahost.api.app import create_app
+    from lambdahost.platform import Platform
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    data_dir = (data_dir or default_data_dir()).resolve()
+    credentials, generated = load_credentials(data_dir)
+    settings = Settings(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        region=region,
+        account_id=account_id,
+        auth=not no_auth,
+        keepalive_s=keepalive,
+        transition_delay_s=transition_delay,
+        credentials=credentials,
+    )
+    if no_auth:
+        console.print(
+            "[bold red]WARNING: authentication is OFF (--no-auth): anyone who can reach "
+            f"{host}:{port} can create and run code.[/]"
+        )
+    elif generated:
+        console.print(f"[green]Generated root credentials in {data_dir / 'credentials'}[/]")
+    if not no_auth:
+        console.print("Use these credentials with the AWS CLI or SDKs:")
+        console.print(f"  export AWS_ACCESS_KEY_ID={credentials.access_key_id}")
+        console.print(f"  export AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
+        console.print(f"  export AWS_DEFAULT_REGION={region}")
+    console.print(f"[bold]lambdahost[/] listening on http://{host}:{port} (data in {data_dir})")
+    uvicorn.run(
+        create_app(Platform(settings)),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,63 @@
+"""Server settings: command-line flags over environment variables over defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 9000
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+    auth: bool = True
+    # Idle environments are reclaimed after this many seconds.
+    keepalive_s: float = 300.0
+    # How long a function stays Pending / InProgress before it settles. AWS takes seconds;
+    # a small delay keeps the state machine observable and SDK waiters honest.
+    transition_delay_s: float = 0.2
+    account_concurrency: int = 1000
+    credentials: Credentials = field(default_factory=lambda: Credentials("", ""))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("LAMBDAHOST_DATA_DIR", ".lambdahost"))
+
+
+def load_credentials(data_dir: Path) -> tuple[Credentials, bool]:
+    """Root credentials from the environment, else from (or newly into) the data dir.
+
+    Returns the credentials and whether they were generated just now."""
+    key = os.environ.get("LAMBDAHOST_ACCESS_KEY_ID")
+    secret = os.environ.get("LAMBDAHOST_SECRET_ACCESS_KEY")
+    if key and secret:
+        return Credentials(key, secret), False
+    path = data_dir / "credentials"
+    if path.exists():
+        stored = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        return Credentials(stored["aws_access_key_id"], stored["aws_secret_access_key"]), False
+    creds = Credentials("AKLH" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)[:40])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            f"aws_access_key_id={creds.access_key_id}\n"
+            f"aws_secret_access_key={creds.secret_access_key}\n"
+        )
+    return creds, True

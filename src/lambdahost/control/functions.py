@@ -1,0 +1,469 @@
+"""Functions: create, read, update, delete, and the Pending/InProgress state machine.
+
+Every write commits to the store before it returns. Code archives are stored by content
+(SHA-256) and unpacked once; the unpacked tree is what environments mount as /var/task."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import copy
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lambdahost.config import Settings
+from lambdahost.control import rules
+from lambdahost.control.archive import ArchiveError, unpack_zip
+from lambdahost.control.clock import last_modified, now_ms
+from lambdahost.control.names import FunctionRef, function_arn, parse_function
+from lambdahost.errors import (
+    InvalidParameterValue,
+    PreconditionFailed,
+    ResourceConflict,
+    ResourceNotFound,
+)
+from lambdahost.store.blobs import BlobStore
+from lambdahost.store.db import Database
+from lambdahost.store.tables import FunctionRow, VersionRow
+
+LATEST = "$LATEST"
+# Configuration members a client may set, with the values AWS fills in when absent.
+DEFAULTS: dict[str, Any] = {
+    "Description": "",
+    "Timeout": 3,
+    "MemorySize": 128,
+    "TracingConfig": {"Mode": "PassThrough"},
+    "PackageType": "Zip",
+    "Architectures": ["x86_64"],
+    "EphemeralStorage": {"Size": 512},
+    "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+}
+SETTABLE = (
+    "Role",
+    "Handler",
+    "Description",
+    "Timeout",
+    "MemorySize",
+    "Runtime",
+    "Environment",
+    "DeadLetterConfig",
+    "KMSKeyArn",
+    "TracingConfig",
+    "EphemeralStorage",
+    "LoggingConfig",
+    "ImageConfig",
+)
+
+ChangeListener = Callable[[str], None]  # called with the function name after a change
+Scheduler = Callable[[float, Callable[[], None]], None]
+
+
+@dataclass(frozen=True)
+class FunctionVersion:
+    """A version as the rest of the platform sees it."""
+
+    config: dict[str, Any]
+    code_sha256: str  # hex
+    code_dir: Path
+    tags: dict[str, str]
+
+
+class FunctionService:
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self._listeners: list[ChangeListener] = []
+        self._schedule: Scheduler = _thread_timer
+        self._unpack_lock = threading.Lock()
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def on_change(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def use_scheduler(self, schedule: Scheduler) -> None:
+        self._schedule = schedule
+
+    def arn(self, name: str, qualifier: str | None = None) -> str:
+        return function_arn(
+            name,
+            region=self.settings.region,
+            account_id=self.settings.account_id,
+            qualifier=qualifier,
+        )
+
+    def ref(self, identifier: str) -> FunctionRef:
+        return parse_function(
+            identifier, region=self.settings.region, account_id=self.settings.account_id
+        )
+
+    # -- create ---------------------------------------------------------------------------
+
+    def create(self, params: dict[str, Any]) -> dict[str, Any]:
+        ref = self.ref(params["FunctionName"])
+        if ref.qualifier:
+            raise InvalidParameterValue("Function name must not include a qualifier on create.")
+        rules.check_configuration(params)
+        if not params.get("Runtime") or not params.get("Handler"):
+            raise InvalidParameterValue(
+                "Runtime and Handler are mandatory parameters for functions created with "
+                "deployment packages."
+            )
+        digest, size = self._store_code(params.get("Code") or {})
+        now = now_ms()
+        arn = self.arn(ref.name)
+        config: dict[str, Any] = {
+            "FunctionName": ref.name,
+            "FunctionArn": arn,
+            **copy.deepcopy(DEFAULTS),
+            **{k: copy.deepcopy(params[k]) for k in SETTABLE if params.get(k) is not None},
+            "CodeSize": size,
+            "CodeSha256": _b64(digest),
+            "Version": LATEST,
+            "LastModified": last_modified(now),
+            "RevisionId": str(uuid.uuid4()),
+            "State": "Pending",
+            "StateReason": "The function is being created.",
+            "StateReasonCode": "Creating",
+        }
+        config["Architectures"] = list(params.get("Architectures") or ["x86_64"])
+        config["LoggingConfig"] = {
+            "LogFormat": "Text",
+            "LogGroup": f"/aws/lambda/{ref.name}",
+            **(params.get("LoggingConfig") or {}),
+        }
+        if params.get("Layers") is not None:
+            config["Layers"] = [{"Arn": arn_, "CodeSize": 0} for arn_ in params["Layers"]]
+        with self.db.session() as s:
+            if s.get(FunctionRow, ref.name) is not None:
+                raise ResourceConflict(f"Function already exist: {ref.name}")
+            s.add(
+                FunctionRow(
+                    name=ref.name,
+                    arn=arn,
+                    created_ms=now,
+                    tags=dict(params.get("Tags") or {}),
+                    last_version=0,
+                )
+            )
+            s.add(
+                VersionRow(
+                    function_name=ref.name,
+                    version=LATEST,
+                    config=config,
+                    code_sha256=digest,
+                    revision_id=config["RevisionId"],
+                    settled=False,
+                )
+            )
+        self._settle_later(ref.name)
+        return config
+
+    # -- read -----------------------------------------------------------------------------
+
+    def get(self, identifier: str, qualifier: str | None = None) -> FunctionVersion:
+        ref = self.ref(identifier)
+        version = _qualifier(ref, qualifier) or LATEST
+        with self.db.session() as s:
+            fn = s.get(FunctionRow, ref.name)
+            row = s.get(VersionRow, (ref.name, version)) if fn else None
+            if fn is None or row is None:
+                raise ResourceNotFound(
+                    f"Function not found: {self.arn(ref.name, None if version == LATEST else version)}"
+                )
+            return FunctionVersion(
+                dict(row.config), row.code_sha256, self.code_dir(row.code_sha256), dict(fn.tags)
+            )
+
+    def code_dir(self, digest: str) -> Path:
+        return self.blobs.unpacked_dir(digest)
+
+    def list(self, marker: str | None, max_items: int | None) -> dict[str, Any]:
+        limit = min(max_items or 50, 50)
+        after = _decode_marker(marker)
+        with self.db.session() as s:
+            query = (
+                select(VersionRow)
+                .where(VersionRow.version == LATEST, VersionRow.function_name > after)
+                .order_by(VersionRow.function_name)
+                .limit(limit + 1)
+            )
+            rows = list(s.scalars(query))
+        page = rows[:limit]
+        result: dict[str, Any] = {"Functions": [dict(r.config) for r in page]}
+        if len(rows) > limit:
+            result["NextMarker"] = _encode_marker(page[-1].function_name)
+        return result
+
+    def count_and_size(self) -> tuple[int, int]:
+        with self.db.session() as s:
+            count = s.scalar(select(func.count()).select_from(FunctionRow)) or 0
+            sizes = s.scalars(select(VersionRow.config)).all()
+        return count, sum(int(c.get("CodeSize", 0)) for c in sizes)
+
+    # -- update ---------------------------------------------------------------------------
+
+    def update_code(self, params: dict[str, Any]) -> dict[str, Any]:
+        ref = self.ref(params["FunctionName"])
+        _no_qualifier(ref)
+        digest, size = self._store_code(params)
+        if params.get("DryRun"):
+            config = self.get(ref.name).config
+            return {**config, "CodeSha256": _b64(digest), "CodeSize": size}
+
+        def change(config: dict[str, Any], row: VersionRow) -> None:
+            config["CodeSha256"] = _b64(digest)
+            config["CodeSize"] = size
+            if params.get("Architectures"):
+                config["Architectures"] = list(params["Architectures"])
+            row.code_sha256 = digest
+
+        return self._update(ref.name, params.get("RevisionId"), change)
+
+    def update_configuration(self, params: dict[str, Any]) -> dict[str, Any]:
+        ref = self.ref(params["FunctionName"])
+        _no_qualifier(ref)
+        rules.check_configuration(params)
+
+        def change(config: dict[str, Any], _row: VersionRow) -> None:
+            for key in SETTABLE:
+                if key in params and params[key] is not None:
+                    config[key] = copy.deepcopy(params[key])
+            if params.get("LoggingConfig") is not None:
+                config["LoggingConfig"] = {
+                    "LogFormat": "Text",
+                    "LogGroup": f"/aws/lambda/{ref.name}",
+                    **params["LoggingConfig"],
+                }
+            if params.get("Layers") is not None:
+                config["Layers"] = [{"Arn": a, "CodeSize": 0} for a in params["Layers"]]
+                if not config["Layers"]:
+                    del config["Layers"]
+            if config.get("Environment") == {"Variables": {}}:
+                config.pop("Environment")
+
+        return self._update(ref.name, params.get("RevisionId"), change)
+
+    def _update(
+        self,
+        name: str,
+        revision_id: str | None,
+        change: Callable[[dict[str, Any], VersionRow], None],
+    ) -> dict[str, Any]:
+        with self.db.session() as s:
+            row = self._latest_row(s, name)
+            config = copy.deepcopy(row.config)
+            _check_revision(revision_id, config)
+            if config.get("State") == "Pending":
+                raise ResourceConflict(
+                    "The operation cannot be performed at this time. The function is currently "
+                    "in the following state: Pending"
+                )
+            if config.get("LastUpdateStatus") == "InProgress":
+                raise ResourceConflict(
+                    "The operation cannot be performed at this time. An update is in progress "
+                    f"for resource: {config['FunctionArn']}"
+                )
+            change(config, row)
+            config["LastModified"] = last_modified()
+            config["RevisionId"] = str(uuid.uuid4())
+            config["LastUpdateStatus"] = "InProgress"
+            config["LastUpdateStatusReason"] = "The function is being created."
+            config["LastUpdateStatusReasonCode"] = "Creating"
+            row.config = config
+            row.revision_id = config["RevisionId"]
+            row.settled = False
+        self._notify(name)
+        self._settle_later(name)
+        return config
+
+    # -- delete and tags ------------------------------------------------------------------
+
+    def delete(self, identifier: str, qualifier: str | None = None) -> None:
+        ref = self.ref(identifier)
+        version = _qualifier(ref, qualifier)
+        if version == LATEST:
+            raise InvalidParameterValue("$LATEST version cannot be deleted without deleting the function.")
+        with self.db.session() as s:
+            fn = s.get(FunctionRow, ref.name)
+            if fn is None:
+                raise ResourceNotFound(f"Function not found: {self.arn(ref.name)}")
+            rows = s.scalars(select(VersionRow).where(VersionRow.function_name == ref.name)).all()
+            if version is not None:
+                rows = [r for r in rows if r.version == version]
+                if not rows:
+                    raise ResourceNotFound(f"Function not found: {self.arn(ref.name, version)}")
+            else:
+                s.delete(fn)
+            for row in rows:
+                s.delete(row)
+        self._notify(ref.name)
+
+    def tags_of(self, resource: str) -> dict[str, str]:
+        with self.db.session() as s:
+            return dict(self._tagged(s, resource).tags)
+
+    def tag(self, resource: str, tags: dict[str, str]) -> None:
+        with self.db.session() as s:
+            fn = self._tagged(s, resource)
+            fn.tags = {**fn.tags, **tags}
+
+    def untag(self, resource: str, keys: list[str]) -> None:
+        with self.db.session() as s:
+            fn = self._tagged(s, resource)
+            fn.tags = {k: v for k, v in fn.tags.items() if k not in keys}
+
+    def _tagged(self, s: Session, resource: str) -> FunctionRow:
+        if not resource.startswith("arn:"):
+            raise InvalidParameterValue(f"Invalid ARN: {resource}")
+        ref = self.ref(resource)
+        if ref.qualifier:
+            raise InvalidParameterValue("Tags are only supported on unqualified function ARNs.")
+        fn = s.get(FunctionRow, ref.name)
+        if fn is None:
+            raise ResourceNotFound(f"Function not found: {self.arn(ref.name)}")
+        return fn
+
+    # -- the state machine ----------------------------------------------------------------
+
+    def settle_unfinished(self) -> int:
+        """Finish transitions a killed server left Pending/InProgress. Returns how many."""
+        with self.db.session() as s:
+            names = s.scalars(
+                select(VersionRow.function_name).where(VersionRow.settled.is_(False))
+            ).all()
+        for name in names:
+            self.settle(name)
+        return len(names)
+
+    def settle(self, name: str) -> None:
+        """Move a Pending function to Active, an InProgress update to Successful."""
+        with self.db.session() as s:
+            row = s.get(VersionRow, (name, LATEST))
+            if row is None or row.settled:
+                return
+            config = copy.deepcopy(row.config)
+            failure = self._readiness_problem(row.code_sha256)
+            if config.get("State") == "Pending":
+                if failure:
+                    config.update(State="Failed", StateReason=failure, StateReasonCode="InternalError")
+                else:
+                    config.update(State="Active", LastUpdateStatus="Successful")
+                    for key in ("StateReason", "StateReasonCode"):
+                        config.pop(key, None)
+            if config.get("LastUpdateStatus") == "InProgress":
+                for key in ("LastUpdateStatusReason", "LastUpdateStatusReasonCode"):
+                    config.pop(key, None)
+                if failure:
+                    config.update(
+                        LastUpdateStatus="Failed",
+                        LastUpdateStatusReason=failure,
+                        LastUpdateStatusReasonCode="InternalError",
+                    )
+                else:
+                    config["LastUpdateStatus"] = "Successful"
+            row.config = config
+            row.settled = True
+
+    def _readiness_problem(self, digest: str) -> str | None:
+        if not self.code_dir(digest).is_dir():
+            try:
+                self._unpack(self.blobs.read(digest), digest)
+            except (OSError, ArchiveError) as exc:
+                return f"The function code could not be prepared: {exc}"
+        return None
+
+    def _settle_later(self, name: str) -> None:
+        self._schedule(self.settings.transition_delay_s, lambda: self.settle(name))
+
+    def _notify(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
+
+    # -- code -----------------------------------------------------------------------------
+
+    def _store_code(self, code: dict[str, Any]) -> tuple[str, int]:
+        """Validate, unpack and durably store a zip. Returns (sha256 hex, size)."""
+        if code.get("S3Bucket") or code.get("S3Key") or code.get("ImageUri"):
+            raise InvalidParameterValue(
+                "lambdahost accepts function code as ZipFile only; S3 and image code locations "
+                "are not supported."
+            )
+        data = code.get("ZipFile")
+        if not data:
+            raise InvalidParameterValue("Please provide a source for function code: ZipFile.")
+        rules.check_zip_size(len(data))
+        digest = hashlib.sha256(data).hexdigest()
+        self._unpack(data, digest)
+        self.blobs.put(data)
+        return digest, len(data)
+
+    def _unpack(self, data: bytes, digest: str) -> None:
+        dest = self.code_dir(digest)
+        with self._unpack_lock:
+            if dest.is_dir():
+                return
+            try:
+                unpack_zip(data, dest, max_unzipped_bytes=rules.UNZIPPED_MAX)
+            except ArchiveError as exc:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise InvalidParameterValue(str(exc)) from None
+
+    def _latest_row(self, s: Session, name: str) -> VersionRow:
+        row = s.get(VersionRow, (name, LATEST))
+        if row is None:
+            raise ResourceNotFound(f"Function not found: {self.arn(name)}")
+        return row
+
+
+def _thread_timer(delay: float, fn: Callable[[], None]) -> None:
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.start()
+
+
+def _b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def _qualifier(ref: FunctionRef, qualifier: str | None) -> str | None:
+    if ref.qualifier and qualifier and ref.qualifier != qualifier:
+        raise InvalidParameterValue(
+            "The derived qualifier from the function name does not match the specified qualifier."
+        )
+    return qualifier or ref.qualifier
+
+
+def _no_qualifier(ref: FunctionRef) -> None:
+    if ref.qualifier:
+        raise InvalidParameterValue("Qualifiers are not allowed on this operation; use the function name.")
+
+
+def _check_revision(expected: str | None, config: dict[str, Any]) -> None:
+    if expected and expected != config["RevisionId"]:
+        raise PreconditionFailed(
+            "The Revision Id provided does not match the latest Revision Id. Call the "
+            "GetFunction/GetAlias API to retrieve the latest Revision Id"
+        )
+
+
+def _encode_marker(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _decode_marker(marker: str | None) -> str:
+    if not marker:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(marker.encode()).decode()
+    except ValueError:
+        raise InvalidParameterValue(f"Invalid marker: {marker}") from None

@@ -1,0 +1,47 @@
+"""Function identifiers as clients send them: a name, `name:qualifier`, or (partial) ARNs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lambdahost.errors import ResourceNotFound, ValidationError
+
+_IDENTIFIER = re.compile(
+    r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):)?"
+    r"(?:(?P<account>\d{12}):)?(?:function:)?"
+    r"(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?$"
+)
+NAME_MAX = 64
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    name: str
+    qualifier: str | None = None
+
+
+def parse_function(identifier: str, *, region: str, account_id: str) -> FunctionRef:
+    """Accept every form AWS accepts; a foreign region or account is simply not found here."""
+    m = _IDENTIFIER.match(identifier)
+    if not m:
+        raise ValidationError(
+            f"1 validation error detected: Value '{identifier}' at 'functionName' failed to "
+            "satisfy constraint: Member must satisfy regular expression pattern: "
+            "(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?"
+            "(function:)?([a-zA-Z0-9-_]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?"
+        )
+    if m["region"] and m["region"] != region or m["account"] and m["account"] != account_id:
+        raise ResourceNotFound(f"Function not found: {identifier}")
+    name = m["name"]
+    if len(name) > NAME_MAX:
+        raise ValidationError(
+            f"1 validation error detected: Value '{name}' at 'functionName' failed to satisfy "
+            f"constraint: Member must have length less than or equal to {NAME_MAX}"
+        )
+    return FunctionRef(name, m["qualifier"])
+
+
+def function_arn(name: str, *, region: str, account_id: str, qualifier: str | None = None) -> str:
+    arn = f"arn:aws:lambda:{region}:{account_id}:function:{name}"
+    return f"{arn}:{qualifier}" if qualifier else arn

@@ -1,0 +1,106 @@
+"""Lambda's documented limits and rules that botocore's model does not carry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lambdahost.errors import InvalidParameterValue, LambdaError
+
+SUPPORTED_RUNTIMES = ("python3.11", "nodejs20.x", "provided.al2023", "provided.al2")
+MEMORY_MIN, MEMORY_MAX = 128, 10_240
+TIMEOUT_MIN, TIMEOUT_MAX = 1, 900
+EPHEMERAL_MIN, EPHEMERAL_MAX = 512, 10_240
+ENV_MAX_BYTES = 4 * 1024
+MAX_LAYERS = 5
+ZIPPED_MAX = 50 * 1024 * 1024
+UNZIPPED_MAX = 262_144_000
+REQUEST_MAX = 70_167_211  # CreateFunction/UpdateFunctionCode body with a base64 zip
+
+RESERVED_ENV = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    }
+)
+
+
+class EntityTooLarge(LambdaError):
+    status = 413
+    code = "RequestEntityTooLargeException"
+
+
+def check_configuration(params: dict[str, Any]) -> None:
+    """Validate the configuration members present in a create or update request."""
+    runtime = params.get("Runtime")
+    if runtime is not None and runtime not in SUPPORTED_RUNTIMES:
+        raise InvalidParameterValue(
+            f"The runtime parameter of {runtime} is not supported by lambdahost. "
+            f"Supported runtimes: {', '.join(SUPPORTED_RUNTIMES)}."
+        )
+    _range("MemorySize", params.get("MemorySize"), MEMORY_MIN, MEMORY_MAX, "MB")
+    _range("Timeout", params.get("Timeout"), TIMEOUT_MIN, TIMEOUT_MAX, "seconds")
+    storage = params.get("EphemeralStorage")
+    if storage is not None:
+        _range("EphemeralStorage.Size", storage.get("Size"), EPHEMERAL_MIN, EPHEMERAL_MAX, "MB")
+    env = params.get("Environment")
+    if env is not None:
+        check_environment(env.get("Variables") or {})
+    layers = params.get("Layers")
+    if layers is not None and len(layers) > MAX_LAYERS:
+        raise InvalidParameterValue(f"Cannot reference more than {MAX_LAYERS} layers.")
+    if params.get("PackageType") == "Image":
+        raise InvalidParameterValue(
+            "PackageType Image is not supported by lambdahost yet; use PackageType Zip."
+        )
+    if params.get("VpcConfig", {}).get("SubnetIds"):
+        raise InvalidParameterValue("VpcConfig is not supported by lambdahost yet.")
+    if params.get("FileSystemConfigs"):
+        raise InvalidParameterValue("FileSystemConfigs are not supported by lambdahost yet.")
+
+
+def check_environment(variables: dict[str, str]) -> None:
+    reserved = sorted(k for k in variables if k in RESERVED_ENV)
+    if reserved:
+        raise InvalidParameterValue(
+            "Lambda was unable to configure your environment variables because the environment "
+            "variables you have provided contains reserved keys that are currently not supported "
+            f"for modification. Reserved keys used in this request: {', '.join(reserved)}"
+        )
+    measured = json.dumps(variables, separators=(",", ":"))
+    if len(measured.encode()) > ENV_MAX_BYTES:
+        raise InvalidParameterValue(
+            "Lambda was unable to configure your environment variables because the environment "
+            "variables you have provided exceeded the 4KB limit. String measured: " + measured
+        )
+
+
+def check_zip_size(size: int) -> None:
+    if size > ZIPPED_MAX:
+        raise EntityTooLarge(
+            f"Zipped size must be smaller than {ZIPPED_MAX} bytes; upload larger packages as "
+            "layers or reduce the package."
+        )
+
+
+def _range(name: str, value: int | None, low: int, high: int, unit: str) -> None:
+    if value is not None and not low <= value <= high:
+        raise InvalidParameterValue(
+            f"{name} value must be between {low} and {high} {unit}; got {value}."
+        )

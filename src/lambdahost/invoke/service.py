@@ -1,0 +1,183 @@
+"""Invoke: resolve the function, check the request, run it in an environment, keep its logs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from lambdahost.config import Settings
+from lambdahost.control.functions import FunctionService, FunctionVersion
+from lambdahost.errors import (
+    InvalidParameterValue,
+    InvalidRequestContent,
+    RequestTooLarge,
+    ResourceConflict,
+)
+from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
+from typing import Any as EnvironmentPool
+from lambdahost.store.logs import LogStore
+
+log = logging.getLogger("lambdahost.invoke")
+
+SYNC_PAYLOAD_MAX = 6 * 1024 * 1024
+ASYNC_PAYLOAD_MAX = 1024 * 1024
+TAIL_BYTES = 4096
+
+
+@dataclass
+class InvokeOutcome:
+    status: int
+    request_id: str
+    payload: bytes = b""
+    function_error: str | None = None
+    log_result: str | None = None
+    executed_version: str | None = None
+
+
+class Invoker:
+    def __init__(
+        self,
+        settings: Settings,
+        functions: FunctionService,
+        pool: EnvironmentPool,
+        logs: LogStore,
+    ) -> None:
+        self.settings = settings
+        self.functions = functions
+        self.pool = pool
+        self.logs = logs
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def invoke(
+        self,
+        function_name: str,
+        *,
+        qualifier: str | None = None,
+        payload: bytes = b"",
+        invocation_type: str = "RequestResponse",
+        log_type: str | None = None,
+        client_context: str | None = None,
+    ) -> InvokeOutcome:
+        limit = ASYNC_PAYLOAD_MAX if invocation_type == "Event" else SYNC_PAYLOAD_MAX
+        if len(payload) > limit:
+            raise RequestTooLarge(
+                f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
+            )
+        payload = _checked_json(payload)
+        context_text = _decode_client_context(client_context)
+        version = await asyncio.to_thread(self.functions.get, function_name, qualifier)
+        _check_invocable(version.config)
+        request_id = str(uuid.uuid4())
+        invoked_arn = version.config["FunctionArn"]
+        if qualifier or self.functions.ref(function_name).qualifier:
+            invoked_arn = self.functions.arn(
+                version.config["FunctionName"], qualifier or self.functions.ref(function_name).qualifier
+            )
+        if invocation_type == "DryRun":
+            return InvokeOutcome(204, request_id)
+        request = InvokeRequest(
+            request_id=request_id,
+            payload=payload,
+            invoked_arn=invoked_arn,
+            trace_id=_trace_id(),
+            client_context=context_text,
+        )
+        spec = self._spec(version)
+        if invocation_type == "Event":
+            task = asyncio.create_task(self._run_detached(spec, request))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return InvokeOutcome(202, request_id)
+        result = await self.run(spec, request)
+        outcome = InvokeOutcome(
+            200,
+            request_id,
+            payload=result.payload,
+            function_error=result.function_error,
+            executed_version=spec.version,
+        )
+        if log_type == "Tail":
+            text = "".join(line for _, line in result.log_lines).encode()
+            outcome.log_result = base64.b64encode(text[-TAIL_BYTES:]).decode()
+        return outcome
+
+    async def run(self, spec: FunctionSpec, request: InvokeRequest) -> InvokeResult:
+        result = await self.pool.invoke(spec, request)
+        self.logs.append(spec.log_group, result.log_stream, result.log_lines)
+        return result
+
+    async def drain(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=30)
+
+    async def _run_detached(self, spec: FunctionSpec, request: InvokeRequest) -> None:
+        try:
+            await self.run(spec, request)
+        except Exception:
+            log.exception("asynchronous invoke %s of %s failed", request.request_id, spec.name)
+
+    def _spec(self, version: FunctionVersion) -> FunctionSpec:
+        c = version.config
+        return FunctionSpec(
+            name=c["FunctionName"],
+            arn=c["FunctionArn"],
+            version=c["Version"],
+            revision_id=c["RevisionId"],
+            runtime=c["Runtime"],
+            handler=c["Handler"],
+            code_dir=version.code_dir,
+            memory_mb=int(c["MemorySize"]),
+            timeout_s=int(c["Timeout"]),
+            ephemeral_mb=int(c.get("EphemeralStorage", {}).get("Size", 512)),
+            environment=dict(c.get("Environment", {}).get("Variables") or {}),
+            region=self.settings.region,
+            account_id=self.settings.account_id,
+        )
+
+
+def _checked_json(payload: bytes) -> bytes:
+    if not payload.strip():
+        return b"{}"
+    try:
+        json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestContent(
+            f"Could not parse request body into json: Could not parse payload into json: {exc}"
+        ) from None
+    return payload
+
+
+def _decode_client_context(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        text = base64.b64decode(value, validate=True).decode()
+        json.loads(text)
+    except (binascii.Error, ValueError):
+        raise InvalidParameterValue(
+            "Client context must be a valid Base64-encoded JSON object."
+        ) from None
+    if len(value) > 3583:
+        raise InvalidParameterValue("Client context must be smaller than 3583 bytes.")
+    return text
+
+
+def _check_invocable(config: dict[str, Any]) -> None:
+    state = config.get("State")
+    if state != "Active":
+        raise ResourceConflict(
+            "The operation cannot be performed at this time. The function is currently in the "
+            f"following state: {state}"
+        )
+
+
+def _trace_id() -> str:
+    return f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Parent={os.urandom(8).hex()};Sampled=0"

@@ -1,0 +1,75 @@
+"""The platform: one object that owns the store, the services and the environment pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from lambdahost.config import Settings
+from lambdahost.control.functions import FunctionService
+from lambdahost.invoke.service import Invoker
+from lambdahost.store.blobs import BlobStore
+from lambdahost.store.db import Database
+from lambdahost.store.logs import LogStore
+
+log = logging.getLogger("lambdahost")
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database.in_dir(data_dir)
+        self.db.migrate()
+        self.blobs = BlobStore(data_dir / "blobs")
+        self.functions = FunctionService(settings, self.db, self.blobs)
+        self.logs = LogStore(self.db)
+        try:
+            from lambdahost.invoke.pool import EnvironmentPool
+            from lambdahost.sandbox import open_backend
+            self.pool = EnvironmentPool(open_backend(_state_dir(data_dir)), keepalive_s=settings.keepalive_s)
+        except ImportError:
+            self.pool = None
+        self.invoker = Invoker(settings, self.functions, self.pool, self.logs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.functions.use_scheduler(self._call_later)
+        self.functions.on_change(self._retire)
+        settled = await asyncio.to_thread(self.functions.settle_unfinished)
+        if settled:
+            log.info("finished %d function transitions left by an earlier run", settled)
+        self.logs.start()
+        if self.pool: await self.pool.start()
+
+    async def stop(self) -> None:
+        await self.invoker.drain()
+        if self.pool: await self.pool.close()
+        self.logs.stop()
+        self.db.close()
+
+    def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        # Settling touches the database: keep it off the event loop.
+        loop.call_soon_threadsafe(
+            loop.call_later, delay, lambda: loop.run_in_executor(None, fn)
+        )
+
+    def _retire(self, name: str) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        arn = self.functions.arn(name)
+        loop.call_soon_threadsafe(lambda: loop.create_task(self.pool.retire(arn)))
+
+
+def _state_dir(data_dir: Path) -> Path:
+    path = data_dir / "sandboxes"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

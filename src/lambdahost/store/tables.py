@@ -1,0 +1,75 @@
+"""The metadata schema. Changes here need a migration in `store/migrations/versions/`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FunctionRow(Base):
+    """One function: identity, tags, and counters shared by all its versions."""
+
+    __tablename__ = "functions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    arn: Mapped[str] = mapped_column(String(256), unique=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class VersionRow(Base):
+    """A function version: `$LATEST` (mutable) or a published number (immutable).
+
+    `config` holds the FunctionConfiguration fields as the API returns them, so a published
+    version is a plain copy of `$LATEST`."""
+
+    __tablename__ = "function_versions"
+
+    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(16), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    code_sha256: Mapped[str] = mapped_column(String(64))  # hex; names the blob
+    revision_id: Mapped[str] = mapped_column(String(36))
+    # Pending/InProgress transitions left unfinished by a crash are finished at start-up.
+    settled: Mapped[bool] = mapped_column(default=True)
+
+
+class LogGroupRow(Base):
+    __tablename__ = "log_groups"
+
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class LogStreamRow(Base):
+    __tablename__ = "log_streams"
+
+    group_name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    first_event_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_event_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_ingestion_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class LogEventRow(Base):
+    __tablename__ = "log_events"
+    __table_args__ = (
+        Index("ix_log_events_group_time", "group_name", "timestamp_ms"),
+        Index("ix_log_events_stream", "group_name", "stream_name", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    group_name: Mapped[str] = mapped_column(String(512))
+    stream_name: Mapped[str] = mapped_column(String(512))
+    timestamp_ms: Mapped[int] = mapped_column(BigInteger)
+    ingestion_ms: Mapped[int] = mapped_column(BigInteger)
+    message: Mapped[str] = mapped_column(Text)
