@@ -142,7 +142,8 @@ def verify(
         secret, claim.credential.date, claim.credential.region, claim.credential.service
     )
     expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, claim.signature.lower()):
+    provided = claim.signature.lower().encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(expected.encode(), provided):
         raise AuthError("InvalidSignatureException", MISMATCH_MESSAGE)
     return claim.credential.access_key
 

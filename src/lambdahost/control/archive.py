@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 __all__ = ["ArchiveError", "UnpackedArchive", "unpack_zip"]
 
@@ -41,6 +41,7 @@ _EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 _LOCAL_HEADER_SIZE = 30
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
 _SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
 
 
@@ -101,7 +102,7 @@ class _Limits:
 class _Entry:
     info: zipfile.ZipInfo
     parts: tuple[str, ...]  # normalised path components, never empty, never ".."
-    kind: str  # "dir" | "file" | "link"
+    kind: Literal["dir", "file", "link"]
 
     @property
     def name(self) -> str:
@@ -127,8 +128,8 @@ class _Directory:
 
 
 def _read_directory(source: BinaryIO, archive_size: int, limits: _Limits) -> _Directory:
-    declared = _declared_entry_count(source, archive_size)
-    if declared is not None and declared > limits.entries:
+    bound = _central_entry_bound(source, archive_size)
+    if bound is not None and bound > limits.entries:
         raise _too_many_entries(limits)
     try:
         archive = zipfile.ZipFile(source)
@@ -172,6 +173,7 @@ def _vet(info: zipfile.ZipInfo) -> _Entry | None:
         raise ArchiveError(f"{UNZIP_FAILED} Entry {_show(name)} {unsafe}.")
     parts = tuple(part for part in name.split("/") if part not in ("", "."))
     mode = info.external_attr >> 16
+    kind: Literal["dir", "file", "link"]
     if name.endswith("/") or stat.S_ISDIR(mode):
         kind = "dir"
     elif stat.S_ISLNK(mode):
@@ -216,25 +218,37 @@ def _check_no_overlap(infos: list[zipfile.ZipInfo], central_directory: int | Non
         raise ArchiveError(f"{UNZIP_FAILED} Entries overlap (possible zip bomb).")
 
 
-def _declared_entry_count(source: BinaryIO, size: int) -> int | None:
-    """Entry count from the end record, read before zipfile builds one object per entry."""
+def _central_entry_bound(source: BinaryIO, size: int) -> int | None:
+    """An upper bound on the entries zipfile will parse, found without parsing them.
+
+    zipfile builds one object per central-directory record, whatever the end record claims,
+    so count the record signatures in the bytes it will read: locating the directory the way
+    zipfile does (zip64 record right before its locator), reading it in chunks.
+    """
     tail_size = min(size, _EOCD.size + 0xFFFF)
-    source.seek(size - tail_size)
+    tail_start = size - tail_size
+    source.seek(tail_start)
     tail = source.read(tail_size)
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < _EOCD.size:
-        return None  # zipfile reports it as not a zip
-    count = _EOCD.unpack_from(tail, at)[4]
-    if count != 0xFFFF or at < _ZIP64_LOCATOR.size:
-        return count
-    locator = _ZIP64_LOCATOR.unpack_from(tail, at - _ZIP64_LOCATOR.size)
-    if locator[0] != b"PK\x06\x07" or locator[2] + _ZIP64_EOCD.size > size:
-        return None
-    source.seek(locator[2])
-    record = source.read(_ZIP64_EOCD.size)
-    if len(record) < _ZIP64_EOCD.size or record[:4] != b"PK\x06\x06":
-        return None
-    return _ZIP64_EOCD.unpack(record)[7]
+        return None  # not a zip: zipfile will say so
+    directory_size = _EOCD.unpack_from(tail, at)[5]
+    directory_end = tail_start + at
+    record_at = at - _ZIP64_LOCATOR.size - _ZIP64_EOCD.size
+    if record_at >= 0 and tail[record_at : record_at + 4] == b"PK\x06\x06":
+        directory_size = _ZIP64_EOCD.unpack_from(tail, record_at)[8]
+        directory_end = tail_start + record_at
+    position = max(0, directory_end - directory_size)
+    count, carry = 0, b""
+    while position < directory_end:
+        source.seek(position)
+        chunk = carry + source.read(min(CHUNK_SIZE * 16, directory_end - position))
+        if len(chunk) == len(carry):
+            break
+        count += chunk.count(_CENTRAL_SIGNATURE)
+        position += len(chunk) - len(carry)
+        carry = chunk[-3:]  # a signature split across chunks is counted in the next one
+    return count
 
 
 def _too_many_entries(limits: _Limits) -> ArchiveError:

@@ -17,6 +17,14 @@ class BlobStore:
         (root / "sha256").mkdir(parents=True, exist_ok=True)
         (root / "unpacked").mkdir(parents=True, exist_ok=True)
         (root / "tmp").mkdir(parents=True, exist_ok=True)
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Half-written blobs and half-unpacked trees of a killed process are never valid."""
+        for path in (self.root / "tmp").iterdir():
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        for path in (self.root / "unpacked").glob(".*.unpacking-*"):
+            shutil.rmtree(path, ignore_errors=True)
 
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
