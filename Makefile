@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@# AWS's own runtime client, packaged into a test function's zip (tests run offline).
+	$(BIN)/pip download -q --dest .cache/wheels --only-binary=:all: --python-version 3.11 \
+	  --platform manylinux2014_x86_64 awslambdaric
 	@touch $(STAMP)
 
 run: install

@@ -8,7 +8,8 @@ relatively and nothing from the rest of `lambdahost`.
 
 Environment of the agent (stripped before the runtime starts):
   LAMBDAHOST_AGENT_FD    fd number of the connected host socket
-  LAMBDAHOST_BOOTSTRAP   JSON list of candidate argv lists; the first whose program exists runs
+  LAMBDAHOST_BOOTSTRAP   candidate argv lists (`boot.encode_candidates`); the first whose
+                         program exists runs
 Everything else is the runtime's environment, including AWS_LAMBDA_RUNTIME_API (host:port the
 agent listens on).
 """
@@ -20,5 +21,5 @@ def command(package_dir: str, python: str = "/usr/bin/python3.11") -> list[str]:
     `-I` (isolated, which in 3.11 also means no script dir on sys.path) and `-S` keep start-up
     lean and deterministic, so the package's parent is appended to sys.path by hand."""
     parent, _, name = package_dir.rstrip("/").rpartition("/")
-    code = f"import sys;sys.path.append({parent or '/'!r});from {name}.main import main;main()"
+    code = f"import sys;sys.path.append({parent or '/'!r});from {name}.boot import main;main()"
     return [python, "-I", "-S", "-c", code]

@@ -1,0 +1,79 @@
+"""The agent's entry point, ordered for cold-start latency: bind the Runtime API socket, start
+the runtime, and only then import the rest of the agent (json, selectors, the HTTP code), so
+those imports overlap with the runtime's own start-up instead of preceding it. The runtime's
+first connection waits in the listen backlog until the loop accepts it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+ARG_SEPARATOR = "\x1f"  # LAMBDAHOST_BOOTSTRAP: argv items joined by US, candidates by RS
+CANDIDATE_SEPARATOR = "\x1e"
+
+
+def encode_candidates(candidates: list[list[str]]) -> str:
+    """LAMBDAHOST_BOOTSTRAP's value (plain separators: parsing JSON here would cost imports)."""
+    return CANDIDATE_SEPARATOR.join(ARG_SEPARATOR.join(argv) for argv in candidates)
+
+
+def decode_candidates(value: str) -> list[list[str]]:
+    return [item.split(ARG_SEPARATOR) for item in value.split(CANDIDATE_SEPARATOR) if item]
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> tuple[int, int, OSError | None]:
+    """Start the runtime with stdout and stderr on one pipe (so their order survives) and
+    stdin on /dev/null, in its own session so it can be killed as a group.
+    Returns (pid, read end of the pipe, error)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            argv[0],
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, write_fd, 1),
+                (os.POSIX_SPAWN_DUP2, write_fd, 2),
+            ],
+            setsid=True,
+        )
+        return pid, read_fd, None
+    except OSError as error:
+        return 0, read_fd, error
+    finally:
+        os.close(write_fd)
+
+
+def main() -> None:
+    booted_ms = time.time() * 1000  # diagnostics: when the agent got control
+    host_fd = int(os.environ["LAMBDAHOST_AGENT_FD"])
+    os.set_inheritable(host_fd, False)
+    address, _, port = os.environ["AWS_LAMBDA_RUNTIME_API"].rpartition(":")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((address, int(port)))
+    listener.listen(16)
+    candidates = decode_candidates(os.environ.get("LAMBDAHOST_BOOTSTRAP", ""))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAHOST_")}
+    task_root = env.get("LAMBDA_TASK_ROOT", "")
+    if task_root and os.path.isdir(task_root):
+        os.chdir(task_root)
+    argv = next((argv for argv in candidates if os.path.exists(argv[0])), None)
+    spawned_ns = time.monotonic_ns()
+    pid, output_fd, error = spawn(argv, env) if argv else (0, -1, None)
+
+    from .main import Agent  # the heavier imports, while the runtime starts
+
+    agent = Agent(socket.socket(fileno=host_fd), listener, pid, output_fd)
+    agent.booted_ms, agent.started_ns = booted_ms, spawned_ns
+    if argv is None:
+        names = " ".join(candidate[0] for candidate in candidates)
+        agent.init_failed(
+            "Runtime.InvalidEntrypoint", f"Couldn't find valid bootstrap(s): [{names}]"
+        )
+    elif error is not None:
+        message = f"fork/exec {argv[0]}: {(error.strerror or str(error)).lower()}"
+        agent.init_failed("Runtime.InvalidEntrypoint", message)
+    agent.run()

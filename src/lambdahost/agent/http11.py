@@ -1,0 +1,145 @@
+"""A minimal HTTP/1.1 server connection for the Runtime API: keep-alive, Content-Length and
+chunked bodies, `Expect: 100-continue`. Hand-rolled so the agent needs no `http.server`
+(heavy imports, a thread per connection, Nagle trap): the agent's one select loop feeds it."""
+
+from __future__ import annotations
+
+import socket
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Request Entity Too Large",
+    500: "Internal Server Error",
+}
+MAX_HEAD = 64 * 1024
+MAX_BODY = 64 * 1024 * 1024  # far above the 6 MB payload limit; beyond it we hang up
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class Request:
+    __slots__ = ("method", "path", "headers", "body")
+
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers  # lower-cased names
+        self.body = body
+
+
+class Connection:
+    """One client connection. `receive()` returns complete requests, or None at EOF."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+        self._head: tuple[str, str, dict[str, str]] | None = None
+        self._continued = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def receive(self) -> list[Request] | None:
+        try:
+            data = self.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        self._buffer += data
+        requests = []
+        while True:
+            request = self._parse_one()
+            if request is None:
+                return requests
+            requests.append(request)
+
+    def _parse_one(self) -> Request | None:
+        if self._head is None:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD:
+                    raise ProtocolError("request head too large")
+                return None
+            lines = self._buffer[:end].decode("latin-1").split("\r\n")
+            del self._buffer[: end + 4]
+            try:
+                method, path, _version = lines[0].split(" ", 2)
+            except ValueError:
+                raise ProtocolError("bad request line") from None
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self._head = (method, path, headers)
+            self._continued = False
+        method, path, headers = self._head
+        body = self._take_body(headers)
+        if body is None:
+            if not self._continued and headers.get("expect", "").lower() == "100-continue":
+                self._continued = True
+                self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return None
+        self._head = None
+        return Request(method, path, headers, body)
+
+    def _take_body(self, headers: dict[str, str]) -> bytes | None:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return self._take_chunked()
+        length = int(headers.get("content-length", "0") or 0)
+        if length > MAX_BODY:
+            raise ProtocolError("body too large")
+        if len(self._buffer) < length:
+            return None
+        body = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        return body
+
+    def _take_chunked(self) -> bytes | None:
+        # Parse without consuming until the terminating chunk is here; bodies are small and
+        # arrive quickly, so re-scanning on each read is cheaper than keeping parser state.
+        pos, parts = 0, []
+        while True:
+            eol = self._buffer.find(b"\r\n", pos)
+            if eol < 0:
+                return None
+            size = int(bytes(self._buffer[pos:eol]).split(b";")[0] or b"0", 16)
+            if size == 0:
+                end = self._buffer.find(b"\r\n\r\n", eol)  # after optional trailers
+                if end < 0:
+                    return None
+                del self._buffer[: end + 4]
+                return b"".join(parts)
+            start = eol + 2
+            if len(self._buffer) < start + size + 2:
+                return None
+            parts.append(bytes(self._buffer[start : start + size]))
+            pos = start + size + 2
+            if pos > MAX_BODY:
+                raise ProtocolError("body too large")
+
+    def respond(
+        self, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> None:
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
+        for name, value in (headers or {}).items():
+            head.append(f"{name}: {value}")
+        head.append(f"Content-Length: {len(body)}")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass  # the client went away; its next read of the selector will see EOF
+
+    def close(self) -> None:
+        self.sock.close()

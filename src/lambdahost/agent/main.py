@@ -1,0 +1,317 @@
+"""The agent's select loop: Runtime API server, runtime process, output capture, host link.
+(`boot.main` is the entry point: it starts the runtime before importing this module.)
+
+One thread, one `selectors` loop, blocking writes (every peer is reading when we write), so
+the warm path is: host frame → answer the parked `/next` → runtime posts → host frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import time
+
+from .http11 import Connection, ProtocolError, Request
+from .protocol import FrameReader, encode
+
+MAX_RESPONSE_BYTES = 6291556
+MAX_LOG_BYTES = 4 * 1024 * 1024  # per phase; output beyond it is dropped
+MAX_LINE = 256 * 1024  # CloudWatch's event size limit
+RUNTIME_PREFIX = "/2018-06-01/runtime/"
+JSON_TYPE = {"Content-Type": "application/json"}
+STATUS_OK = b'{"status":"OK"}'
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def error_body(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+
+
+class OutputCapture:
+    """The runtime's stdout+stderr (one pipe, so their order is kept), split into lines."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lines: list[list] = []  # [epoch_ms, text]
+        self._partial = b""
+        self._size = 0
+        os.set_blocking(fd, False)
+
+    def read(self) -> bool:
+        """Read what is available; False at EOF."""
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                self.flush()
+                return False
+            self._add(data)
+
+    def _add(self, data: bytes) -> None:
+        stamp = now_ms()
+        data = self._partial + data
+        *complete, self._partial = data.split(b"\n")
+        for raw in complete:
+            self._append(stamp, raw)
+        while len(self._partial) > MAX_LINE:
+            self._append(stamp, self._partial[:MAX_LINE])
+            self._partial = self._partial[MAX_LINE:]
+
+    def _append(self, stamp: int, raw: bytes) -> None:
+        self._size += len(raw)
+        if self._size <= MAX_LOG_BYTES:
+            self.lines.append([stamp, raw.decode(errors="replace") + "\n"])
+
+    def flush(self) -> None:
+        if self._partial:
+            self._append(now_ms(), self._partial)
+            self._partial = b""
+
+    def take(self) -> list[list]:
+        """Everything printed so far (the pipe drained first: a runtime prints before it
+        posts, so its output is already in the pipe when its post arrives)."""
+        self.read()
+        self.flush()
+        lines, self.lines, self._size = self.lines, [], 0
+        return lines
+
+
+class Agent:
+    def __init__(
+        self, host: socket.socket, listener: socket.socket, runtime_pid: int, output_fd: int
+    ) -> None:
+        self.host = host
+        self.listener = listener
+        self.selector = selectors.DefaultSelector()
+        self.frames = FrameReader()
+        self.runtime_pid = runtime_pid  # 0: the runtime could not be started
+        self.output = OutputCapture(output_fd) if output_fd >= 0 else None
+        self.initialized = False
+        self.started_ns = time.monotonic_ns()
+        self.booted_ms = time.time() * 1000
+        self.parked: Connection | None = None  # a runtime waiting in /invocation/next
+        self.pending: tuple[dict, bytes] | None = None  # an invoke not yet fetched
+        self.current: str | None = None  # request id handed out and not yet answered
+
+    # -- host link ---------------------------------------------------------------------
+    def send(self, header: dict, body: bytes = b"") -> None:
+        try:
+            self.host.sendall(encode(header, body))
+        except OSError:
+            self.shutdown()
+
+    def on_host(self) -> None:
+        try:
+            data = self.host.recv(1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            self.shutdown()  # the host is gone: nothing left to serve
+        for header, body in self.frames.feed(data):
+            if header.get("t") == "invoke":
+                self.pending = (header, body)
+                self.dispatch()
+
+    # -- runtime process ---------------------------------------------------------------
+    def init_failed(self, error_type: str, message: str) -> None:
+        logs = self.output.take() if self.output else []
+        self.send({"t": "init_error", "error_type": error_type, "logs": logs},
+                  error_body(error_type, message))  # fmt: skip
+        self.shutdown()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.runtime_pid:
+                self.runtime_exited(status)
+
+    def runtime_exited(self, status: int) -> None:
+        logs = self.output.take() if self.output else []
+        code = os.waitstatus_to_exitcode(status)
+        report = {"t": "exit", "status": max(code, 0), "signal": max(-code, 0), "logs": logs}
+        report["phase"] = "invoke" if self.initialized else "init"
+        self.send(report)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        if self.runtime_pid:
+            try:
+                os.killpg(self.runtime_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os._exit(0)
+
+    # -- Runtime API -------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Hand the pending invoke to the runtime if it is waiting for one."""
+        if self.pending is None or self.parked is None:
+            return
+        header, payload = self.pending
+        connection, self.pending, self.parked = self.parked, None, None
+        self.current = header["id"]
+        headers = {
+            "Content-Type": "application/json",
+            "Lambda-Runtime-Aws-Request-Id": header["id"],
+            "Lambda-Runtime-Deadline-Ms": str(header["deadline_ms"]),
+            "Lambda-Runtime-Invoked-Function-Arn": header["arn"],
+        }
+        if header.get("trace"):
+            headers["Lambda-Runtime-Trace-Id"] = header["trace"]
+        if header.get("client_context"):
+            headers["Lambda-Runtime-Client-Context"] = header["client_context"]
+        if header.get("identity"):
+            headers["Lambda-Runtime-Cognito-Identity"] = header["identity"]
+        connection.respond(200, payload, headers)
+
+    def handle(self, connection: Connection, request: Request) -> None:
+        path = request.path.split("?", 1)[0]
+        if not path.startswith(RUNTIME_PREFIX):
+            # Room for /2020-01-01/extension and /2020-08-15/logs, /2022-07-01/telemetry.
+            return connection.respond(404, error_body("NotFound", "Not found"), JSON_TYPE)
+        route = path[len(RUNTIME_PREFIX) :]
+        if route == "invocation/next":
+            if request.method != "GET":
+                return self.not_allowed(connection)
+            return self.next_invocation(connection)
+        if route == "init/error":
+            if request.method != "POST":
+                return self.not_allowed(connection)
+            if self.initialized:
+                return self.invalid_transition(connection, "Ready", "InitError")
+            connection.respond(202, STATUS_OK, JSON_TYPE)
+            error_type = request.headers.get("lambda-runtime-function-error-type", "")
+            logs = self.output.take() if self.output else []
+            body = request.body or error_body(error_type or "Runtime.Unknown", "")
+            self.send({"t": "init_error", "error_type": error_type, "logs": logs}, body)
+            return self.shutdown()
+        parts = route.split("/")
+        if len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
+            if request.method != "POST":
+                return self.not_allowed(connection)
+            return self.invocation_result(connection, request, parts[1], parts[2] == "error")
+        connection.respond(404, error_body("NotFound", "Not found"), JSON_TYPE)
+
+    def next_invocation(self, connection: Connection) -> None:
+        if self.current is not None:
+            return self.invalid_transition(connection, "Invoking", "Ready")
+        if not self.initialized:
+            self.initialized = True
+            init_ms = (time.monotonic_ns() - self.started_ns) / 1e6
+            logs = self.output.take()
+            self.send({"t": "ready", "init_ms": init_ms, "boot_ms": self.booted_ms, "logs": logs})
+        self.parked = connection
+        self.dispatch()
+
+    def invocation_result(
+        self, connection: Connection, request: Request, request_id: str, failed: bool
+    ) -> None:
+        if self.current is None or request_id != self.current:
+            return connection.respond(
+                400, error_body("InvalidRequestID", "Invalid request ID"), JSON_TYPE
+            )
+        self.current = None
+        error_type = request.headers.get("lambda-runtime-function-error-type", "")
+        body = request.body
+        if len(body) > MAX_RESPONSE_BYTES:
+            connection.respond(
+                413,
+                error_body(
+                    "RequestEntityTooLarge",
+                    f"Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+                ),
+                JSON_TYPE,
+            )
+            failed, error_type = True, "Function.ResponseSizeTooLarge"
+            body = error_body(
+                error_type,
+                "Response payload size exceeded maximum allowed payload size "
+                f"({MAX_RESPONSE_BYTES} bytes).",
+            )
+        else:
+            connection.respond(202, STATUS_OK, JSON_TYPE)
+            if failed and not body:
+                error_type = error_type or "Runtime.Unknown"
+                body = error_body(error_type, "")
+        header = {"t": "result", "id": request_id, "ok": not failed, "logs": self.output.take()}
+        if failed:
+            header["error_type"] = error_type
+        self.send(header, body)
+
+    def not_allowed(self, connection: Connection) -> None:
+        connection.respond(405, error_body("MethodNotAllowed", "Method not allowed"), JSON_TYPE)
+
+    def invalid_transition(self, connection: Connection, state: str, target: str) -> None:
+        message = (
+            f"State transition from {state} to {target} failed for runtime. "
+            "Error: State transition is not allowed"
+        )
+        connection.respond(403, error_body("InvalidStateTransition", message), JSON_TYPE)
+
+    # -- loop --------------------------------------------------------------------------
+    def accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.selector.register(sock, selectors.EVENT_READ, Connection(sock))
+
+    def on_connection(self, connection: Connection) -> None:
+        try:
+            requests = connection.receive()
+        except ProtocolError:
+            requests = None
+        if requests is None:
+            self.selector.unregister(connection.sock)
+            if self.parked is connection:
+                self.parked = None
+            connection.close()
+            return
+        for request in requests:
+            self.handle(connection, request)
+
+    def run(self) -> None:
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.selector.register(wake_read, selectors.EVENT_READ, "signal")
+        self.selector.register(self.host, selectors.EVENT_READ, "host")
+        self.selector.register(self.listener, selectors.EVENT_READ, "listener")
+        if self.output is not None:
+            self.selector.register(self.output.fd, selectors.EVENT_READ, "output")
+        self.reap()  # the runtime may have exited before SIGCHLD was handled
+        while True:
+            for key, _ in self.selector.select():
+                tag = key.data
+                if isinstance(tag, Connection):
+                    self.on_connection(tag)
+                elif tag == "host":
+                    self.on_host()
+                elif tag == "listener":
+                    self.accept()
+                elif tag == "output":
+                    if not self.output.read():
+                        self.selector.unregister(key.fd)
+                elif tag == "signal":
+                    try:
+                        os.read(wake_read, 512)
+                    except BlockingIOError:
+                        pass
+                    self.reap()

@@ -1,0 +1,371 @@
+"""The pool of execution environments: cold starts, warm reuse, freezing, reclaiming.
+
+Contract (what `invoke/` relies on):
+- `invoke()` runs one request in an environment of exactly that function revision: an idle
+  one if there is one (thawed, most recently used first), else a new one; so N concurrent
+  invokes run in N environments in parallel. One request at a time per environment.
+- Function misbehaviour (errors, crashes, OOM, timeouts, init failures) comes back as an
+  `InvokeResult` with `function_error="Unhandled"` and AWS's error document, never as an
+  exception; broken environments are discarded and the next invoke starts a fresh one.
+  Only a sandbox that cannot be created at all raises (`SandboxError`).
+- Idle environments are frozen (cgroup freezer) and destroyed after `keepalive_s` unused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import lambdahost
+from lambdahost.invoke.environment import Environment, Message
+from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult, LogLine
+from lambdahost.runtimes import runtime_version
+from lambdahost.sandbox.api import Backend
+
+log = logging.getLogger("lambdahost.pool")
+
+INIT_TIMEOUT_S = 10.0
+Key = tuple[str, str, str]  # (function arn, version, revision id)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def error_payload(error_type: str, message: str) -> bytes:
+    # Key order as Lambda returns these platform errors.
+    return f'{{"errorType":"{error_type}","errorMessage":"{message}"}}'.encode()
+
+
+def exit_reason(message: Message, oom: bool) -> str:
+    """Go's wording, as Lambda's `Runtime exited with error: ...` uses it."""
+    if message.kind == "exit" and message.header.get("signal"):
+        number = message.header["signal"]
+        names = {9: "killed", 11: "segmentation fault", 6: "aborted", 15: "terminated"}
+        return f"signal: {names.get(number, f'signal {number}')}"
+    if message.kind == "exit" and not oom:
+        return f"exit status {message.header.get('status', 0)}"
+    return "signal: killed"  # the agent itself died (OOM or killed)
+
+
+class EnvironmentPool:
+    def __init__(
+        self, backend: Backend, *, keepalive_s: float = 300.0, runtime_root: Path | None = None
+    ) -> None:
+        self.backend = backend
+        self.keepalive_s = keepalive_s
+        # Holds `agent/` (mounted at /var/rapid) and `runtimes/` (at /var/runtime).
+        self.runtime_root = runtime_root or Path(lambdahost.__file__).parent
+        self._idle: dict[Key, list[Environment]] = {}
+        self._all: set[Environment] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self.backend.cleanup_stale)
+        await asyncio.to_thread(self._precompile)
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    def _precompile(self) -> None:
+        """Bytecode next to the agent's and runtime's sources, so no cold start compiles them
+        (inside, the mounts are read-only and Python would compile again every time)."""
+        import compileall
+
+        for directory in ("agent", "runtimes/python"):
+            with contextlib.suppress(Exception):
+                compileall.compile_dir(self.runtime_root / directory, quiet=2)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        environments = list(self._all)
+        self._all.clear()
+        self._idle.clear()
+        await asyncio.gather(*(self._destroy(env) for env in environments))
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def retire(self, function_arn: str, version: str | None = None) -> None:
+        doomed = []
+        for env in list(self._all):
+            if env.spec.arn == function_arn and (version is None or env.spec.version == version):
+                env.retired = True
+                if self._take_out_of_idle(env):
+                    doomed.append(env)
+        await asyncio.gather(*(self._destroy(env) for env in doomed))
+
+    # -- invoke ---------------------------------------------------------------------------
+    async def invoke(self, spec: FunctionSpec, request: InvokeRequest) -> InvokeResult:
+        if self._closed:
+            raise RuntimeError("the environment pool is closed")
+        self._retire_other_revisions(spec)
+        env = await self._take_idle(spec)
+        if env is not None:
+            return await self._run(env, request, [], None)
+        env_id = secrets.token_hex(16)
+        env = Environment(env_id, spec, self._log_stream(spec, env_id))
+        started = time.perf_counter()
+        env.on_death = self._on_death
+        self._all.add(env)
+        try:
+            await env.start(self.backend, self.runtime_root)
+        except BaseException:
+            self._all.discard(env)
+            await self._destroy(env)
+            raise
+        init_lines: list[LogLine] = [(now_ms(), self._init_start_line(spec))]
+        try:
+            async with asyncio.timeout(INIT_TIMEOUT_S):
+                message = await env.next_message()
+        except TimeoutError:
+            message = Message("timeout")
+        init_ms = (time.perf_counter() - started) * 1000
+        init_lines += message.logs
+        if message.kind == "ready":
+            return await self._run(env, request, init_lines, init_ms)
+        return await self._init_failed(env, request, message, init_lines, init_ms)
+
+    async def _run(
+        self,
+        env: Environment,
+        request: InvokeRequest,
+        lines: list[LogLine],
+        init_ms: float | None,
+    ) -> InvokeResult:
+        spec, request_id = env.spec, request.request_id
+        lines.append((now_ms(), f"START RequestId: {request_id} Version: {spec.version}\n"))
+        started = time.perf_counter()
+        env.send_invoke(request, now_ms() + spec.timeout_s * 1000)
+        try:
+            async with asyncio.timeout(spec.timeout_s):
+                message = await env.next_message()
+        except TimeoutError:
+            message = Message("timeout")
+        duration_ms = (time.perf_counter() - started) * 1000
+        lines += message.logs
+        status = ""
+        function_error: str | None = "Unhandled"
+        if message.kind == "result":
+            payload = message.body
+            function_error = None if message.header.get("ok") else "Unhandled"
+        elif message.kind == "timeout":
+            duration_ms = spec.timeout_s * 1000.0
+            text = f"Task timed out after {spec.timeout_s:.2f} seconds"
+            lines.append((now_ms(), f"{_iso_now()} {request_id} {text}\n"))
+            payload = error_payload("Sandbox.Timedout", f"RequestId: {request_id} Error: {text}")
+            status = "Status: timeout\t"
+            env.dead = True
+        else:  # the runtime (or the whole agent) exited mid-invoke
+            reason = exit_reason(message, env.oom_killed())
+            text = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
+            lines += [(now_ms(), text + "\n"), (now_ms(), "Runtime.ExitError\n")]
+            payload = error_payload("Runtime.ExitError", text)
+            status = "Status: error\tError Type: Runtime.ExitError\t"
+            env.dead = True
+        memory_mb = env.max_memory_mb()
+        lines.append((now_ms(), f"END RequestId: {request_id}\n"))
+        lines.append((now_ms(), _report(request_id, duration_ms, spec, memory_mb, init_ms, status)))
+        if env.dead:
+            if message.kind == "timeout":
+                await self._discard(env)  # the function must be stopped when we answer
+            else:
+                self._spawn(self._discard(env))
+        else:
+            self._park(env)
+        return InvokeResult(
+            request_id=request_id,
+            payload=payload,
+            function_error=function_error,
+            log_stream=env.log_stream,
+            log_lines=lines,
+            duration_ms=duration_ms,
+            init_duration_ms=init_ms,
+            max_memory_used_mb=memory_mb,
+        )
+
+    async def _init_failed(
+        self,
+        env: Environment,
+        request: InvokeRequest,
+        message: Message,
+        lines: list[LogLine],
+        init_ms: float,
+    ) -> InvokeResult:
+        spec, request_id = env.spec, request.request_id
+        if message.kind == "init_error":
+            error_type = message.header.get("error_type") or "Runtime.Unknown"
+            payload = message.body
+        elif message.kind == "timeout":
+            error_type = "Runtime.InitError"
+            text = f"Init timed out after {INIT_TIMEOUT_S:.2f} seconds"
+            payload = error_payload(error_type, f"RequestId: {request_id} Error: {text}")
+        else:
+            error_type = "Runtime.ExitError"
+            reason = exit_reason(message, env.oom_killed())
+            text = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
+            lines += [(now_ms(), text + "\n"), (now_ms(), "Runtime.ExitError\n")]
+            payload = error_payload(error_type, text)
+        status = "timeout" if message.kind == "timeout" else f"error\tError Type: {error_type}"
+        memory_mb = env.max_memory_mb()
+        await self._discard(env)
+        stamp = now_ms()
+        lines += [
+            (
+                stamp,
+                f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: {status}\n",
+            ),
+            (stamp, f"START RequestId: {request_id} Version: {spec.version}\n"),
+            (stamp, f"END RequestId: {request_id}\n"),
+            (stamp, _report(request_id, 0.0, spec, memory_mb, None, f"Status: {status}\t")),
+        ]
+        return InvokeResult(
+            request_id=request_id,
+            payload=payload,
+            function_error="Unhandled",
+            log_stream=env.log_stream,
+            log_lines=lines,
+            duration_ms=0.0,
+            init_duration_ms=init_ms,
+            max_memory_used_mb=memory_mb,
+        )
+
+    # -- idle environments ----------------------------------------------------------------
+    async def _take_idle(self, spec: FunctionSpec) -> Environment | None:
+        idle = self._idle.get((spec.arn, spec.version, spec.revision_id))
+        while idle:
+            env = idle.pop()  # most recently used: warmest caches
+            try:
+                await self._resume(env)
+            except Exception as error:  # a sandbox that cannot thaw is useless, not fatal
+                log.warning("discarding environment %s: %s", env.id, error)
+                env.dead = True
+            if not env.dead:
+                return env
+            self._spawn(self._discard(env))
+        return None
+
+    async def _resume(self, env: Environment) -> None:
+        task, env.freezing = env.freezing, None
+        if task is not None and not task.done():
+            if not env.freeze_started:
+                task.cancel()  # reused before it was frozen: skip freeze and thaw alike
+                return
+            await task
+        if env.frozen and env.sandbox is not None and not env.dead:
+            await env.sandbox.thaw()
+            env.frozen = False
+
+    def _park(self, env: Environment) -> None:
+        if env.retired or self._closed:
+            self._spawn(self._discard(env))
+            return
+        env.last_used = time.monotonic()
+        env.freeze_started = False
+        env.freezing = asyncio.ensure_future(self._freeze(env))
+        self._idle.setdefault(env.key, []).append(env)
+
+    async def _freeze(self, env: Environment) -> None:
+        env.freeze_started = True
+        try:
+            if env.sandbox is not None and not env.dead:
+                await env.sandbox.freeze()
+                env.frozen = True
+        except Exception as error:  # e.g. destroyed meanwhile: never reuse it
+            log.warning("cannot freeze environment %s: %s", env.id, error)
+            env.dead = True
+
+    def _take_out_of_idle(self, env: Environment) -> bool:
+        idle = self._idle.get(env.key)
+        if idle and env in idle:
+            idle.remove(env)
+            if not idle:
+                del self._idle[env.key]
+            return True
+        return False
+
+    def _on_death(self, env: Environment) -> None:
+        # The runtime died while idle (e.g. crashed after answering): drop it now.
+        if self._take_out_of_idle(env):
+            self._spawn(self._discard(env))
+
+    def _retire_other_revisions(self, spec: FunctionSpec) -> None:
+        stale = [key for key in self._idle if key[:2] == spec.key and key[2] != spec.revision_id]
+        for key in stale:
+            for env in self._idle.pop(key):
+                self._spawn(self._discard(env))
+        for env in self._all:
+            if env.spec.key == spec.key and env.spec.revision_id != spec.revision_id:
+                env.retired = True
+
+    async def _reap_idle(self) -> None:
+        interval = max(0.05, min(self.keepalive_s / 2, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            deadline = time.monotonic() - self.keepalive_s
+            for idle in list(self._idle.values()):
+                for env in [env for env in idle if env.last_used < deadline]:
+                    self._take_out_of_idle(env)
+                    self._spawn(self._discard(env))
+
+    # -- teardown -------------------------------------------------------------------------
+    async def _discard(self, env: Environment) -> None:
+        self._all.discard(env)
+        self._take_out_of_idle(env)
+        await self._destroy(env)
+
+    async def _destroy(self, env: Environment) -> None:
+        try:
+            await env.destroy()
+        except Exception:
+            log.exception("cannot destroy environment %s", env.id)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- log lines ------------------------------------------------------------------------
+    @staticmethod
+    def _log_stream(spec: FunctionSpec, env_id: str) -> str:
+        return f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{spec.version}]{env_id}"
+
+    @staticmethod
+    def _init_start_line(spec: FunctionSpec) -> str:
+        version = runtime_version(spec.runtime)
+        digest = hashlib.sha256(version.encode()).hexdigest()
+        arn = f"arn:aws:lambda:{spec.region}::runtime:{digest}"
+        return f"INIT_START Runtime Version: {version}\tRuntime Version ARN: {arn}\n"
+
+
+def _iso_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def _report(
+    request_id: str,
+    duration_ms: float,
+    spec: FunctionSpec,
+    memory_mb: int,
+    init_ms: float | None,
+    status: str,
+) -> str:
+    text = (
+        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+        f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
+        f"Memory Size: {spec.memory_mb} MB\tMax Memory Used: {memory_mb} MB\t"
+    )
+    if init_ms is not None:
+        text += f"Init Duration: {init_ms:.2f} ms\t"
+    return text + status + "\n"
