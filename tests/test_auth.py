@@ -52,7 +52,9 @@ def test_unsigned_request(server) -> None:
 
 
 def test_skewed_clock(server, monkeypatch: pytest.MonkeyPatch) -> None:
-    skewed = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(minutes=20)
+    skewed = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(
+        minutes=20
+    )
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: skewed)
     status, code, message = rejected(lambda: client(server).list_functions())
     assert (status, code) == (403, "InvalidSignatureException")

@@ -58,7 +58,13 @@ def test_every_way_to_name_a_function(lam) -> None:
     name = unique("names")
     create_function(lam, name)
     arn = f"arn:aws:lambda:us-east-1:000000000000:function:{name}"
-    for identifier in (name, f"000000000000:function:{name}", arn, f"{name}:$LATEST", f"{arn}:$LATEST"):
+    for identifier in (
+        name,
+        f"000000000000:function:{name}",
+        arn,
+        f"{name}:$LATEST",
+        f"{arn}:$LATEST",
+    ):
         config = lam.get_function_configuration(FunctionName=identifier)
         assert config["FunctionName"] == name, identifier
     with pytest.raises(ClientError) as exc:

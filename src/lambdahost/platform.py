@@ -8,8 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lambdahost.config import Settings
+from lambdahost.control.aliases import AliasService
 from lambdahost.control.functions import FunctionService
+from lambdahost.control.layers import LayerService
+from lambdahost.control.versions import VersionService
+from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.service import Invoker
+from lambdahost.sandbox import open_backend
 from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
 from lambdahost.store.logs import LogStore
@@ -26,14 +31,15 @@ class Platform:
         self.db.migrate()
         self.blobs = BlobStore(data_dir / "blobs")
         self.functions = FunctionService(settings, self.db, self.blobs)
+        self.versions = VersionService(self.functions)
+        self.aliases = AliasService(self.functions)
+        self.layers = LayerService(settings, self.db, self.blobs)
+        self.functions.layers = self.layers.resolve_for_function
         self.logs = LogStore(self.db)
-        try:
-            from lambdahost.invoke.pool import EnvironmentPool
-            from lambdahost.sandbox import open_backend
-            self.pool = EnvironmentPool(open_backend(_state_dir(data_dir)), keepalive_s=settings.keepalive_s)
-        except ImportError:
-            self.pool = None
-        self.invoker = Invoker(settings, self.functions, self.pool, self.logs)
+        self.pool = EnvironmentPool(
+            open_backend(_state_dir(data_dir)), keepalive_s=settings.keepalive_s
+        )
+        self.invoker = Invoker(settings, self.functions, self.aliases, self.pool, self.logs)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -45,11 +51,11 @@ class Platform:
         if settled:
             log.info("finished %d function transitions left by an earlier run", settled)
         self.logs.start()
-        if self.pool: await self.pool.start()
+        await self.pool.start()
 
     async def stop(self) -> None:
         await self.invoker.drain()
-        if self.pool: await self.pool.close()
+        await self.pool.close()
         self.logs.stop()
         self.db.close()
 

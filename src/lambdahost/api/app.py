@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lambdahost.api import sigv4
+from lambdahost.api import logs, sigv4, sts
 from lambdahost.api.codeurls import PREFIX as CODE_PREFIX
 from lambdahost.api.codeurls import CodeUrls
 from lambdahost.api.model import (
@@ -24,7 +24,7 @@ from lambdahost.api.model import (
     serialize_response,
     service_model,
 )
-from lambdahost.api.operations import HANDLERS, Call
+from lambdahost.api.handlers import Call, load_all
 from lambdahost.control import rules
 from lambdahost.errors import LambdaError, NotImplementedOperation, ServiceError
 from lambdahost.platform import Platform
@@ -42,6 +42,7 @@ class LambdaApi:
         self.platform = platform
         self.router = Router(service_model("lambda"))
         self.code_urls = CodeUrls()
+        self.handlers = load_all()
         creds = platform.settings.credentials
         self._secrets = {creds.access_key_id: creds.secret_access_key}
 
@@ -66,6 +67,11 @@ class LambdaApi:
         body = await _read_body(request)
         if self.platform.settings.auth:
             self._authenticate(request, raw_path, query_string, body)
+        target = request.headers.get("x-amz-target", "")
+        if target.startswith(logs.TARGET_PREFIX):
+            return await logs.handle(self.platform, target[len(logs.TARGET_PREFIX) :], body), {}
+        if raw_path == "/" and request.method == "POST":
+            return await sts.handle(self.platform, body), {}
         query = parse_qs(query_string, keep_blank_values=True)
         found = self.router.match(request.method, raw_path, query)
         if found is None:
@@ -75,7 +81,7 @@ class LambdaApi:
                 status=404,
             )
         route, labels = found
-        handler = HANDLERS.get(route.name)
+        handler = self.handlers.get(route.name)
         if handler is None:
             raise NotImplementedOperation(f"lambdahost does not implement {route.name} yet.")
         headers = {k.lower(): v for k, v in request.headers.items()}

@@ -112,7 +112,7 @@ def parse_request(
         wire_name = member.serialization.get("name", name)
         if location == "uri":
             if wire_name in labels:
-                params[name] = labels[wire_name]
+                params[name] = _scalar(member, labels[wire_name], wire_name)
         elif location == "querystring":
             if wire_name in query:
                 values = query[wire_name]

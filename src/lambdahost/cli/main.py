@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from lambdahost.cli.invoke import invoke
+from lambdahost.cli.logs import logs
 from lambdahost.config import Settings, default_data_dir, load_credentials
 
 app = typer.Typer(help="lambdahost: a self-hosted, AWS-Lambda-compatible serverless platform.")
@@ -19,12 +21,17 @@ def main() -> None:
     """lambdahost: run AWS Lambda functions on this machine."""
 
 
+app.command()(invoke)
+app.command()(logs)
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(9000, help="Port to listen on."),
     data_dir: Path = typer.Option(
-        None, help="Where metadata, code and logs live [default: $LAMBDAHOST_DATA_DIR or ./.lambdahost]."
+        None,
+        help="Where metadata, code and logs live [default: $LAMBDAHOST_DATA_DIR or ./.lambdahost].",
     ),
     no_auth: bool = typer.Option(False, "--no-auth", help="Accept unsigned requests (unsafe)."),
     region: str = typer.Option("us-east-1", envvar="LAMBDAHOST_REGION", help="Region in ARNs."),

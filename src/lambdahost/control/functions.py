@@ -62,6 +62,8 @@ SETTABLE = (
     "ImageConfig",
 )
 
+# Checks layer version ARNs: [(arn, sha256 hex, zipped size, unzipped size)].
+LayerResolver = Callable[[list[str]], list[tuple[str, str, int, int]]]
 ChangeListener = Callable[[str], None]  # called with the function name after a change
 Scheduler = Callable[[float, Callable[[], None]], None]
 
@@ -74,6 +76,7 @@ class FunctionVersion:
     code_sha256: str  # hex
     code_dir: Path
     tags: dict[str, str]
+    layer_dirs: tuple[Path, ...] = ()  # unpacked layers in the order they stack under /opt
 
 
 class FunctionService:
@@ -84,6 +87,7 @@ class FunctionService:
         self._listeners: list[ChangeListener] = []
         self._schedule: Scheduler = _thread_timer
         self._unpack_lock = threading.Lock()
+        self.layers: LayerResolver | None = None
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -141,8 +145,7 @@ class FunctionService:
             "LogGroup": f"/aws/lambda/{ref.name}",
             **(params.get("LoggingConfig") or {}),
         }
-        if params.get("Layers") is not None:
-            config["Layers"] = [{"Arn": arn_, "CodeSize": 0} for arn_ in params["Layers"]]
+        layer_digests = self._attach_layers(config, params.get("Layers"), digest)
         with self.db.session() as s:
             if s.get(FunctionRow, ref.name) is not None:
                 raise ResourceConflict(f"Function already exist: {ref.name}")
@@ -163,6 +166,7 @@ class FunctionService:
                     code_sha256=digest,
                     revision_id=config["RevisionId"],
                     settled=False,
+                    layer_digests=layer_digests,
                 )
             )
         self._settle_later(ref.name)
@@ -181,7 +185,11 @@ class FunctionService:
                     f"Function not found: {self.arn(ref.name, None if version == LATEST else version)}"
                 )
             return FunctionVersion(
-                dict(row.config), row.code_sha256, self.code_dir(row.code_sha256), dict(fn.tags)
+                dict(row.config),
+                row.code_sha256,
+                self.code_dir(row.code_sha256),
+                dict(fn.tags),
+                tuple(self.code_dir(d) for d in row.layer_digests or ()),
             )
 
     def code_dir(self, digest: str) -> Path:
@@ -226,6 +234,9 @@ class FunctionService:
             if params.get("Architectures"):
                 config["Architectures"] = list(params["Architectures"])
             row.code_sha256 = digest
+            arns = [layer["Arn"] for layer in config.get("Layers", [])]
+            if arns:
+                row.layer_digests = self._attach_layers(config, arns, digest)
 
         return self._update(ref.name, params.get("RevisionId"), change)
 
@@ -234,7 +245,7 @@ class FunctionService:
         _no_qualifier(ref)
         rules.check_configuration(params)
 
-        def change(config: dict[str, Any], _row: VersionRow) -> None:
+        def change(config: dict[str, Any], row: VersionRow) -> None:
             for key in SETTABLE:
                 if key in params and params[key] is not None:
                     config[key] = copy.deepcopy(params[key])
@@ -245,9 +256,7 @@ class FunctionService:
                     **params["LoggingConfig"],
                 }
             if params.get("Layers") is not None:
-                config["Layers"] = [{"Arn": a, "CodeSize": 0} for a in params["Layers"]]
-                if not config["Layers"]:
-                    del config["Layers"]
+                row.layer_digests = self._attach_layers(config, params["Layers"], row.code_sha256)
             if config.get("Environment") == {"Variables": {}}:
                 config.pop("Environment")
 
@@ -262,7 +271,7 @@ class FunctionService:
         with self.db.session() as s:
             row = self._latest_row(s, name)
             config = copy.deepcopy(row.config)
-            _check_revision(revision_id, config)
+            check_revision(revision_id, config)
             if config.get("State") == "Pending":
                 raise ResourceConflict(
                     "The operation cannot be performed at this time. The function is currently "
@@ -391,6 +400,25 @@ class FunctionService:
 
     # -- code -----------------------------------------------------------------------------
 
+    def _attach_layers(
+        self, config: dict[str, Any], arns: list[str] | None, digest: str
+    ) -> list[str]:
+        """Set config["Layers"] and return the layers' digests, checking the total size."""
+        if not arns:
+            config.pop("Layers", None)
+            return []
+        if self.layers is None:
+            raise InvalidParameterValue("Layers are not available.")
+        resolved = self.layers(list(arns))
+        total = tree_size(self.code_dir(digest)) + sum(r[3] for r in resolved)
+        if total > rules.UNZIPPED_MAX:
+            raise InvalidParameterValue(
+                "Function code combined with layers exceeds the maximum allowed size of "
+                f"{rules.UNZIPPED_MAX} bytes. The actual size is {total} bytes."
+            )
+        config["Layers"] = [{"Arn": arn, "CodeSize": size} for arn, _, size, _ in resolved]
+        return [d for _, d, _, _ in resolved]
+
     def _store_code(self, code: dict[str, Any]) -> tuple[str, int]:
         """Validate, unpack and durably store a zip. Returns (sha256 hex, size)."""
         if code.get("S3Bucket") or code.get("S3Key") or code.get("ImageUri"):
@@ -425,6 +453,15 @@ class FunctionService:
         return row
 
 
+def tree_size(root: Path) -> int:
+    """Bytes of the regular files under `root` (symlinks not followed)."""
+    total = 0
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            total += path.stat().st_size
+    return total
+
+
 def _thread_timer(delay: float, fn: Callable[[], None]) -> None:
     timer = threading.Timer(delay, fn)
     timer.daemon = True
@@ -448,7 +485,7 @@ def _no_qualifier(ref: FunctionRef) -> None:
         raise InvalidParameterValue("Qualifiers are not allowed on this operation; use the function name.")
 
 
-def _check_revision(expected: str | None, config: dict[str, Any]) -> None:
+def check_revision(expected: str | None, config: dict[str, Any]) -> None:
     if expected and expected != config["RevisionId"]:
         raise PreconditionFailed(
             "The Revision Id provided does not match the latest Revision Id. Call the "

@@ -11,9 +11,11 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lambdahost.config import Settings
+from lambdahost.control.aliases import AliasService
 from lambdahost.control.functions import FunctionService, FunctionVersion
 from lambdahost.errors import (
     InvalidParameterValue,
@@ -21,8 +23,9 @@ from lambdahost.errors import (
     RequestTooLarge,
     ResourceConflict,
 )
+from lambdahost.invoke.layers import merged_opt
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
-from typing import Any as EnvironmentPool
+from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.store.logs import LogStore
 
 log = logging.getLogger("lambdahost.invoke")
@@ -47,11 +50,13 @@ class Invoker:
         self,
         settings: Settings,
         functions: FunctionService,
+        aliases: AliasService,
         pool: EnvironmentPool,
         logs: LogStore,
     ) -> None:
         self.settings = settings
         self.functions = functions
+        self.aliases = aliases
         self.pool = pool
         self.logs = logs
         self._background: set[asyncio.Task[None]] = set()
@@ -73,14 +78,9 @@ class Invoker:
             )
         payload = _checked_json(payload)
         context_text = _decode_client_context(client_context)
-        version = await asyncio.to_thread(self.functions.get, function_name, qualifier)
+        version, invoked_arn = await asyncio.to_thread(self._resolve, function_name, qualifier)
         _check_invocable(version.config)
         request_id = str(uuid.uuid4())
-        invoked_arn = version.config["FunctionArn"]
-        if qualifier or self.functions.ref(function_name).qualifier:
-            invoked_arn = self.functions.arn(
-                version.config["FunctionName"], qualifier or self.functions.ref(function_name).qualifier
-            )
         if invocation_type == "DryRun":
             return InvokeOutcome(204, request_id)
         request = InvokeRequest(
@@ -108,6 +108,23 @@ class Invoker:
             text = "".join(line for _, line in result.log_lines).encode()
             outcome.log_result = base64.b64encode(text[-TAIL_BYTES:]).decode()
         return outcome
+
+    def _resolve(self, function_name: str, qualifier: str | None) -> tuple[FunctionVersion, str]:
+        """The version to run and the ARN the caller invoked (alias routing applied)."""
+        ref = self.functions.ref(function_name)
+        if ref.qualifier and qualifier and ref.qualifier != qualifier:
+            raise InvalidParameterValue(
+                "The derived qualifier from the function name does not match the specified "
+                "qualifier."
+            )
+        qualifier = qualifier or ref.qualifier
+        if qualifier is None:
+            version = self.functions.get(ref.name)
+            return version, version.config["FunctionArn"]
+        if qualifier == "$LATEST" or qualifier.isdigit():
+            return self.functions.get(ref.name, qualifier), self.functions.arn(ref.name, qualifier)
+        number, alias_arn = self.aliases.resolve(ref.name, qualifier)
+        return self.functions.get(ref.name, number), alias_arn
 
     async def run(self, spec: FunctionSpec, request: InvokeRequest) -> InvokeResult:
         result = await self.pool.invoke(spec, request)
@@ -138,9 +155,15 @@ class Invoker:
             timeout_s=int(c["Timeout"]),
             ephemeral_mb=int(c.get("EphemeralStorage", {}).get("Size", 512)),
             environment=dict(c.get("Environment", {}).get("Variables") or {}),
+            layer_dirs=self._opt(version.layer_dirs),
             region=self.settings.region,
             account_id=self.settings.account_id,
         )
+
+
+    def _opt(self, layer_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
+        merged = merged_opt(self.settings.data_dir / "blobs" / "opt", layer_dirs)
+        return (merged,) if merged else ()
 
 
 def _checked_json(payload: bytes) -> bytes:

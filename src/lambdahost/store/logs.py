@@ -1,28 +1,43 @@
 """Log groups, streams and events (CloudWatch Logs' model), written in batches.
 
 Invokes hand their lines to `append`, which only queues them: a background thread commits
-batches, so the synchronous invoke path never waits on a database write."""
+batches, so the synchronous invoke path never waits on a database write. The same thread
+purges events older than their group's retention every `retention_sweep_s` seconds
+(`$LAMBDAHOST_LOG_RETENTION_SWEEP_S`, default 600)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from lambdahost.store.db import Database
 from lambdahost.store.tables import LogEventRow, LogGroupRow, LogStreamRow
 
 log = logging.getLogger("lambdahost.logs")
 Batch = tuple[str, str, list[tuple[int, str]]]  # group, stream, [(timestamp ms, message)]
+DAY_MS = 86_400_000
+
+
+def _sweep_interval() -> float:
+    return float(os.environ.get("LAMBDAHOST_LOG_RETENTION_SWEEP_S", "600"))
 
 
 class LogStore:
-    def __init__(self, db: Database, flush_interval_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        db: Database,
+        flush_interval_s: float = 0.05,
+        retention_sweep_s: float | None = None,
+    ) -> None:
         self.db = db
+        self._sweep_s = retention_sweep_s if retention_sweep_s is not None else _sweep_interval()
         self._queue: queue.Queue[Batch | None] = queue.Queue()
         self._interval = flush_interval_s
         self._thread: threading.Thread | None = None
@@ -55,8 +70,15 @@ class LogStore:
 
     def _run(self) -> None:
         stop = False
+        next_sweep = time.monotonic()  # once at start-up: catches up after downtime
         while not stop:
-            item = self._queue.get()
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + self._sweep_s
+            try:
+                item = self._queue.get(timeout=max(0.0, next_sweep - time.monotonic()))
+            except queue.Empty:
+                continue
             batches: list[Batch] = []
             if item is None:
                 stop = True
@@ -74,12 +96,57 @@ class LogStore:
                     batches.append(more)
             if batches:
                 try:
-                    self.write(batches)
+                    self._write_retrying(batches)
                 except Exception:
                     log.exception("failed to write %d log batches", len(batches))
                 with self._flushed:
                     self._pending -= len(batches)
                     self._flushed.notify_all()
+
+    def _write_retrying(self, batches: list[Batch]) -> None:
+        try:
+            self.write(batches)
+        except IntegrityError:
+            # An API call (CreateLogGroup/CreateLogStream) created a row between our check
+            # and our insert; the second pass sees it.
+            self.write(batches)
+
+    def _sweep(self) -> None:
+        try:
+            purged = self.purge_expired()
+        except Exception:
+            log.exception("retention purge failed")
+            return
+        if purged:
+            log.info("retention purge deleted %d log events", purged)
+
+    def purge_expired(self, now_ms: int | None = None) -> int:
+        """Delete events older than their group's retention; returns how many went.
+
+        Cheap: one indexed range delete per group that has a retention policy."""
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        deleted = 0
+        with self.db.session() as s:
+            groups = s.execute(
+                select(LogGroupRow.name, LogGroupRow.retention_days).where(
+                    LogGroupRow.retention_days.is_not(None)
+                )
+            ).all()
+            for name, days in groups:
+                cutoff = now - int(days) * DAY_MS
+                result = s.execute(
+                    delete(LogEventRow).where(
+                        LogEventRow.group_name == name, LogEventRow.timestamp_ms < cutoff
+                    )
+                )
+                deleted += result.rowcount or 0  # type: ignore[attr-defined]
+                # Streams whose every event has expired go too, as they do in CloudWatch.
+                s.execute(
+                    delete(LogStreamRow).where(
+                        LogStreamRow.group_name == name, LogStreamRow.last_event_ms < cutoff
+                    )
+                )
+        return deleted
 
     def write(self, batches: list[Batch]) -> None:
         now = int(time.time() * 1000)

@@ -39,6 +39,7 @@ class VersionRow(Base):
     revision_id: Mapped[str] = mapped_column(String(36))
     # Pending/InProgress transitions left unfinished by a crash are finished at start-up.
     settled: Mapped[bool] = mapped_column(default=True)
+    layer_digests: Mapped[list[str]] = mapped_column(JSON, default=list)  # in /opt order
 
 
 class LogGroupRow(Base):
@@ -73,3 +74,38 @@ class LogEventRow(Base):
     timestamp_ms: Mapped[int] = mapped_column(BigInteger)
     ingestion_ms: Mapped[int] = mapped_column(BigInteger)
     message: Mapped[str] = mapped_column(Text)
+
+
+class AliasRow(Base):
+    __tablename__ = "aliases"
+
+    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    function_version: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(String(256), default="")
+    routing: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)  # version -> weight
+    revision_id: Mapped[str] = mapped_column(String(36))
+
+
+class LayerVersionRow(Base):
+    """A published layer version. Deleting marks it; functions that use it keep working."""
+
+    __tablename__ = "layer_versions"
+
+    layer_name: Mapped[str] = mapped_column(String(140), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)  # the API's layer version fields
+    code_sha256: Mapped[str] = mapped_column(String(64))
+    unzipped_bytes: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # statement id -> statement
+    policy_revision: Mapped[str] = mapped_column(String(36), default="")
+
+
+class LayerRow(Base):
+    """Per-layer counter, so version numbers are never reused after a delete."""
+
+    __tablename__ = "layers"
+
+    name: Mapped[str] = mapped_column(String(140), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,36 @@
+"""Invoke and the legacy InvokeAsync."""
+
+from __future__ import annotations
+
+from lambdahost.api.handlers import Call, Output, operation
+
+
+@operation("Invoke")
+async def invoke(call: Call) -> Output:
+    p = call.params
+    outcome = await call.platform.invoker.invoke(
+        p["FunctionName"],
+        qualifier=p.get("Qualifier"),
+        payload=p.get("Payload") or b"",
+        invocation_type=p.get("InvocationType") or "RequestResponse",
+        log_type=p.get("LogType"),
+        client_context=p.get("ClientContext"),
+    )
+    call.response_headers["x-amzn-RequestId"] = outcome.request_id
+    return {
+        "StatusCode": outcome.status,
+        "FunctionError": outcome.function_error,
+        "LogResult": outcome.log_result,
+        "ExecutedVersion": outcome.executed_version,
+        "Payload": outcome.payload if outcome.status == 200 else b"",
+    }
+
+
+@operation("InvokeAsync")
+async def invoke_async(call: Call) -> Output:
+    p = call.params
+    outcome = await call.platform.invoker.invoke(
+        p["FunctionName"], payload=p.get("InvokeArgs") or b"", invocation_type="Event"
+    )
+    call.response_headers["x-amzn-RequestId"] = outcome.request_id
+    return {"Status": 202}

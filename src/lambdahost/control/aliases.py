@@ -1,0 +1,190 @@
+"""Aliases: named pointers to a version, optionally splitting traffic with a second one."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lambdahost.control.functions import LATEST, FunctionService, check_revision
+from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
+from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
+
+_NAME = re.compile(r"^(?!^[0-9]+$)[a-zA-Z0-9_-]{1,128}$")
+
+
+class AliasService:
+    def __init__(self, functions: FunctionService) -> None:
+        self.functions = functions
+        self.db = functions.db
+
+    def create(self, params: dict[str, Any]) -> dict[str, Any]:
+        fn_name = self.functions.ref(params["FunctionName"]).name
+        name = params["Name"]
+        _check_name(name)
+        with self.db.session() as s:
+            self._function(s, fn_name)
+            routing = self._routing(s, fn_name, params["FunctionVersion"], params.get("RoutingConfig"))
+            if s.get(AliasRow, (fn_name, name)) is not None:
+                raise ResourceConflict(
+                    f"Alias already exists: {self.functions.arn(fn_name, name)}"
+                )
+            row = AliasRow(
+                function_name=fn_name,
+                name=name,
+                function_version=params["FunctionVersion"],
+                description=params.get("Description") or "",
+                routing=routing,
+                revision_id=str(uuid.uuid4()),
+            )
+            s.add(row)
+            return self._render(row)
+
+    def get(self, function: str, name: str) -> dict[str, Any]:
+        fn_name = self.functions.ref(function).name
+        with self.db.session() as s:
+            return self._render(self._alias(s, fn_name, name))
+
+    def update(self, params: dict[str, Any]) -> dict[str, Any]:
+        fn_name = self.functions.ref(params["FunctionName"]).name
+        with self.db.session() as s:
+            row = self._alias(s, fn_name, params["Name"])
+            if params.get("RevisionId") and params["RevisionId"] != row.revision_id:
+                check_revision(params["RevisionId"], {"RevisionId": row.revision_id})
+            version = params.get("FunctionVersion") or row.function_version
+            routing_config = params.get("RoutingConfig")
+            if routing_config is None and params.get("FunctionVersion"):
+                routing_config = {"AdditionalVersionWeights": row.routing}
+            if routing_config is not None or params.get("FunctionVersion"):
+                row.routing = self._routing(s, fn_name, version, routing_config)
+            row.function_version = version
+            if params.get("Description") is not None:
+                row.description = params["Description"]
+            row.revision_id = str(uuid.uuid4())
+            return self._render(row)
+
+    def delete(self, function: str, name: str) -> None:
+        fn_name = self.functions.ref(function).name
+        with self.db.session() as s:
+            self._function(s, fn_name)
+            row = s.get(AliasRow, (fn_name, name))
+            if row is not None:
+                s.delete(row)
+
+    def list(
+        self, function: str, version: str | None, marker: str | None, max_items: int | None
+    ) -> dict[str, Any]:
+        fn_name = self.functions.ref(function).name
+        with self.db.session() as s:
+            self._function(s, fn_name)
+            query = select(AliasRow).where(AliasRow.function_name == fn_name).order_by(AliasRow.name)
+            if version:
+                query = query.where(AliasRow.function_version == version)
+            rows = [self._render(r) for r in s.scalars(query)]
+        start = int(marker) if marker and marker.isdigit() else 0
+        limit = min(max_items or 50, 10_000)
+        result: dict[str, Any] = {"Aliases": rows[start : start + limit]}
+        if start + limit < len(rows):
+            result["NextMarker"] = str(start + limit)
+        return result
+
+    def resolve(self, function: str, name: str) -> tuple[str, str]:
+        """The version an invoke of `function:name` runs now (weighted), and the alias ARN."""
+        fn_name = self.functions.ref(function).name
+        with self.db.session() as s:
+            row = self._alias(s, fn_name, name)
+            version, routing = row.function_version, dict(row.routing)
+        roll = random.random()
+        for extra, weight in routing.items():
+            if roll < weight:
+                version = extra
+                break
+            roll -= weight
+        return version, self.functions.arn(fn_name, name)
+
+    def version_for(self, function: str, qualifier: str | None) -> str | None:
+        """The version a qualifier names: itself, or an alias's primary version."""
+        qualifier = qualifier or self.functions.ref(function).qualifier
+        if qualifier is None or qualifier == LATEST or qualifier.isdigit():
+            return qualifier
+        fn_name = self.functions.ref(function).name
+        with self.db.session() as s:
+            return self._alias(s, fn_name, qualifier).function_version
+
+    def exists(self, function_name: str, name: str) -> bool:
+        with self.db.session() as s:
+            return s.get(AliasRow, (function_name, name)) is not None
+
+    def _routing(
+        self, s: Session, fn_name: str, version: str, config: dict[str, Any] | None
+    ) -> dict[str, float]:
+        self._version(s, fn_name, version)
+        weights = dict((config or {}).get("AdditionalVersionWeights") or {})
+        if not weights:
+            return {}
+        if len(weights) > 1:
+            raise InvalidParameterValue("Number of items in AdditionalVersionWeights cannot be greater than 1")
+        if version == LATEST:
+            raise InvalidParameterValue(
+                "$LATEST is not supported for an alias pointing to more than 1 version"
+            )
+        for extra, weight in weights.items():
+            if extra == LATEST:
+                raise InvalidParameterValue(
+                    "$LATEST is not supported for an alias pointing to more than 1 version"
+                )
+            if extra == version:
+                raise InvalidParameterValue(
+                    f"Invalid function version {extra}. Function version {extra} is already "
+                    "included in routing configuration."
+                )
+            if not 0.0 <= float(weight) < 1.0:
+                raise InvalidParameterValue(
+                    "Invalid weight: the additional version weight must be in [0.0, 1.0)."
+                )
+            self._version(s, fn_name, extra)
+        return {k: float(v) for k, v in weights.items()}
+
+    def _function(self, s: Session, fn_name: str) -> FunctionRow:
+        fn = s.get(FunctionRow, fn_name)
+        if fn is None:
+            raise ResourceNotFound(f"Function not found: {self.functions.arn(fn_name)}")
+        return fn
+
+    def _version(self, s: Session, fn_name: str, version: str) -> None:
+        self._function(s, fn_name)
+        if s.get(VersionRow, (fn_name, version)) is None:
+            raise ResourceNotFound(
+                f"Function not found: {self.functions.arn(fn_name, version)}"
+            )
+
+    def _alias(self, s: Session, fn_name: str, name: str) -> AliasRow:
+        self._function(s, fn_name)
+        row = s.get(AliasRow, (fn_name, name))
+        if row is None:
+            raise ResourceNotFound(f"Alias not found: {self.functions.arn(fn_name, name)}")
+        return row
+
+    def _render(self, row: AliasRow) -> dict[str, Any]:
+        alias: dict[str, Any] = {
+            "AliasArn": self.functions.arn(row.function_name, row.name),
+            "Name": row.name,
+            "FunctionVersion": row.function_version,
+            "Description": row.description,
+            "RevisionId": row.revision_id,
+        }
+        if row.routing:
+            alias["RoutingConfig"] = {"AdditionalVersionWeights": dict(row.routing)}
+        return alias
+
+
+def _check_name(name: str) -> None:
+    if name == LATEST or not _NAME.match(name):
+        raise InvalidParameterValue(
+            f"Alias name {name} is invalid: it must be 1-128 letters, digits, '-' or '_', "
+            "and not all digits or $LATEST."
+        )

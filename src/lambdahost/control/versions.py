@@ -1,0 +1,142 @@
+"""Published versions: immutable snapshots of `$LATEST`'s code and configuration."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from lambdahost.control.clock import last_modified
+from lambdahost.control.functions import LATEST, FunctionService, check_revision
+from lambdahost.errors import PreconditionFailed, ResourceConflict, ResourceNotFound
+from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
+
+# Fields that differ between two snapshots of identical code and configuration.
+VOLATILE = {
+    "Version",
+    "FunctionArn",
+    "LastModified",
+    "RevisionId",
+    "State",
+    "StateReason",
+    "StateReasonCode",
+    "LastUpdateStatus",
+    "LastUpdateStatusReason",
+    "LastUpdateStatusReasonCode",
+    "Description",
+}
+
+
+class VersionService:
+    def __init__(self, functions: FunctionService) -> None:
+        self.functions = functions
+        self.db = functions.db
+
+    def publish(
+        self,
+        identifier: str,
+        *,
+        code_sha256: str | None = None,
+        description: str | None = None,
+        revision_id: str | None = None,
+        during_change: bool = False,
+    ) -> dict[str, Any]:
+        """Snapshot $LATEST. `during_change` is for `Publish=True` on the change itself."""
+        name = self.functions.ref(identifier).name
+        with self.db.session() as s:
+            fn = s.get(FunctionRow, name)
+            latest = s.get(VersionRow, (name, LATEST))
+            if fn is None or latest is None:
+                raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
+            config = latest.config
+            check_revision(revision_id, config)
+            if code_sha256 and code_sha256 != config["CodeSha256"]:
+                raise PreconditionFailed(
+                    f"CodeSHA256 ({code_sha256}) is different from current CodeSHA256 in $LATEST "
+                    f"({config['CodeSha256']}). Please try again with the CodeSHA256 in $LATEST."
+                )
+            changing = config.get("State") == "Pending" or config.get("LastUpdateStatus") == "InProgress"
+            if changing and not during_change:
+                raise ResourceConflict(
+                    "The operation cannot be performed at this time. An update is in progress "
+                    f"for resource: {config['FunctionArn']}"
+                )
+            newest = self._newest(s, name, fn.last_version)
+            if newest is not None and _same(newest.config, config):
+                return dict(newest.config)
+            fn.last_version += 1
+            number = str(fn.last_version)
+            snapshot = copy.deepcopy(config)
+            snapshot.update(
+                Version=number,
+                FunctionArn=self.functions.arn(name, number),
+                RevisionId=str(uuid.uuid4()),
+                LastModified=last_modified(),
+                State="Active",
+                LastUpdateStatus="Successful",
+            )
+            if description is not None:
+                snapshot["Description"] = description
+            for key in ("StateReason", "StateReasonCode", "LastUpdateStatusReason"):
+                snapshot.pop(key, None)
+            snapshot.pop("LastUpdateStatusReasonCode", None)
+            s.add(
+                VersionRow(
+                    function_name=name,
+                    version=number,
+                    config=snapshot,
+                    code_sha256=latest.code_sha256,
+                    revision_id=snapshot["RevisionId"],
+                    settled=True,
+                    layer_digests=list(latest.layer_digests or []),
+                )
+            )
+        return snapshot
+
+    def list(self, identifier: str, marker: str | None, max_items: int | None) -> dict[str, Any]:
+        name = self.functions.ref(identifier).name
+        with self.db.session() as s:
+            if s.get(FunctionRow, name) is None:
+                raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
+            rows = s.scalars(select(VersionRow).where(VersionRow.function_name == name)).all()
+        ordered = sorted(rows, key=lambda r: -1 if r.version == LATEST else int(r.version))
+        start = int(marker) if marker and marker.isdigit() else 0
+        limit = min(max_items or 50, 50)
+        page = ordered[start : start + limit]
+        result: dict[str, Any] = {"Versions": [dict(r.config) for r in page]}
+        if start + limit < len(ordered):
+            result["NextMarker"] = str(start + limit)
+        return result
+
+    def delete(self, identifier: str, version: str) -> None:
+        name = self.functions.ref(identifier).name
+        with self.db.session() as s:
+            users = s.scalars(
+                select(AliasRow.name).where(
+                    AliasRow.function_name == name, AliasRow.function_version == version
+                )
+            ).all()
+            weighted = [
+                a.name
+                for a in s.scalars(select(AliasRow).where(AliasRow.function_name == name))
+                if version in a.routing
+            ]
+        if users or weighted:
+            raise ResourceConflict(
+                "Unable to delete version because the following aliases reference it: "
+                f"{sorted({*users, *weighted})}"
+            )
+        self.functions.delete(name, version)
+
+    @staticmethod
+    def _newest(s: Any, name: str, number: int) -> VersionRow | None:
+        return s.get(VersionRow, (name, str(number))) if number else None
+
+
+def _same(published: dict[str, Any], latest: dict[str, Any]) -> bool:
+    def strip(config: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if k not in VOLATILE}
+
+    return strip(published) == strip(latest)
