@@ -9,9 +9,11 @@ from pathlib import Path
 
 from lambdahost.config import Settings
 from lambdahost.control.aliases import AliasService
+from lambdahost.control.concurrency import ConcurrencyService
 from lambdahost.control.functions import FunctionService
 from lambdahost.control.layers import LayerService
 from lambdahost.control.versions import VersionService
+from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.service import Invoker
 from lambdahost.sandbox import open_backend
@@ -39,7 +41,12 @@ class Platform:
         self.pool = EnvironmentPool(
             open_backend(_state_dir(data_dir)), keepalive_s=settings.keepalive_s
         )
-        self.invoker = Invoker(settings, self.functions, self.aliases, self.pool, self.logs)
+        self.concurrency = ConcurrencyService(self.functions, settings.account_concurrency)
+        self.limiter = ConcurrencyLimiter(settings.account_concurrency)
+        self.concurrency.on_change(self._refresh_reserved)
+        self.invoker = Invoker(
+            settings, self.functions, self.aliases, self.pool, self.logs, self.limiter
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -47,6 +54,7 @@ class Platform:
         self._loop = loop
         self.functions.use_scheduler(self._call_later)
         self.functions.on_change(self._retire)
+        self._refresh_reserved()
         settled = await asyncio.to_thread(self.functions.settle_unfinished)
         if settled:
             log.info("finished %d function transitions left by an earlier run", settled)
@@ -67,11 +75,20 @@ class Platform:
             loop.call_later, delay, lambda: loop.run_in_executor(None, fn)
         )
 
+    def _refresh_reserved(self) -> None:
+        reserved = self.concurrency.reserved_by_function()
+        loop = self._loop
+        if loop is None:
+            self.limiter.update_reserved(reserved)
+        else:
+            loop.call_soon_threadsafe(self.limiter.update_reserved, reserved)
+
     def _retire(self, name: str) -> None:
         loop = self._loop
         if loop is None:
             return
         arn = self.functions.arn(name)
+        self._refresh_reserved()  # a deleted function gives its reservation back
         loop.call_soon_threadsafe(lambda: loop.create_task(self.pool.retire(arn)))
 
 

@@ -23,6 +23,7 @@ from lambdahost.errors import (
     RequestTooLarge,
     ResourceConflict,
 )
+from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.layers import merged_opt
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
@@ -53,7 +54,9 @@ class Invoker:
         aliases: AliasService,
         pool: EnvironmentPool,
         logs: LogStore,
+        limiter: ConcurrencyLimiter,
     ) -> None:
+        self.limiter = limiter
         self.settings = settings
         self.functions = functions
         self.aliases = aliases
@@ -127,7 +130,9 @@ class Invoker:
         return self.functions.get(ref.name, number), alias_arn
 
     async def run(self, spec: FunctionSpec, request: InvokeRequest) -> InvokeResult:
-        result = await self.pool.invoke(spec, request)
+        """Run one request under the function's concurrency limits (TooManyRequests if none)."""
+        with self.limiter.slot(spec.name):
+            result = await self.pool.invoke(spec, request)
         self.logs.append(spec.log_group, result.log_stream, result.log_lines)
         return result
 

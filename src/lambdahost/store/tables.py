@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -22,6 +22,7 @@ class FunctionRow(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     last_version: Mapped[int] = mapped_column(Integer, default=0)
+    reserved_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class VersionRow(Base):
@@ -109,3 +110,44 @@ class LayerRow(Base):
 
     name: Mapped[str] = mapped_column(String(140), primary_key=True)
     last_version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EventInvokeConfigRow(Base):
+    """Retries, event age and destinations of asynchronous invokes, per function qualifier."""
+
+    __tablename__ = "event_invoke_configs"
+
+    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    qualifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    last_modified_s: Mapped[float] = mapped_column()
+
+
+class AsyncEventRow(Base):
+    """An accepted asynchronous invoke, kept until it has run (or failed) for good.
+
+    Workers claim due events by taking a lease (`lease_until_ms`); an event whose worker died
+    becomes due again when the lease expires. Many workers on one PostgreSQL can share it."""
+
+    __tablename__ = "async_events"
+    __table_args__ = (Index("ix_async_events_due", "next_attempt_ms"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(36), unique=True)
+    function_name: Mapped[str] = mapped_column(String(64))
+    qualifier: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    enqueued_ms: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_ms: Mapped[int] = mapped_column(BigInteger)
+    lease_until_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ProvisionedConfigRow(Base):
+    __tablename__ = "provisioned_concurrency"
+
+    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    qualifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    requested: Mapped[int] = mapped_column(Integer)
+    last_modified: Mapped[str] = mapped_column(String(40))

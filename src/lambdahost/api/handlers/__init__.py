@@ -43,6 +43,12 @@ def operation(name: str) -> Callable[[Handler], Handler]:
 
 def load_all() -> dict[str, Handler]:
     """Import every handler module (they register themselves) and return the registry."""
-    from lambdahost.api.handlers import functions, invoke, layers, versions  # noqa: F401
+    from lambdahost.api.handlers import (  # noqa: F401
+        concurrency,
+        functions,
+        invoke,
+        layers,
+        versions,
+    )
 
     return HANDLERS

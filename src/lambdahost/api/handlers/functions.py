@@ -40,6 +40,11 @@ async def get_function(call: Call) -> Output:
     }
     if fv.tags:
         output["Tags"] = fv.tags
+    concurrency = await run_in_threadpool(
+        call.platform.concurrency.get_reserved, fv.config["FunctionName"]
+    )
+    if concurrency:
+        output["Concurrency"] = concurrency
     return output
 
 
@@ -106,7 +111,9 @@ async def get_account_settings(call: Call) -> Output:
             "CodeSizeUnzipped": 262_144_000,
             "CodeSizeZipped": 52_428_800,
             "ConcurrentExecutions": limit,
-            "UnreservedConcurrentExecutions": limit,
+            "UnreservedConcurrentExecutions": await run_in_threadpool(
+                call.platform.concurrency.unreserved
+            ),
         },
         "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
     }
