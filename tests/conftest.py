@@ -76,6 +76,7 @@ def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None)
         "LAMBDAHOST_ACCESS_KEY_ID": ACCESS_KEY,
         "LAMBDAHOST_SECRET_ACCESS_KEY": SECRET_KEY,
         "LAMBDAHOST_TRANSITION_DELAY": "0.3",
+        "LAMBDAHOST_ASYNC_TIME_SCALE": "0.01",
         **(env or {}),
     }
     argv = [sys.executable, "-m", "lambdahost.cli.main", "serve", "--port", str(port)]

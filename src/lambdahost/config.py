@@ -29,7 +29,16 @@ class Settings:
     # a small delay keeps the state machine observable and SDK waiters honest.
     transition_delay_s: float = 0.2
     account_concurrency: int = 1000
+    # Scales async retry delays (AWS: 1 min, then 2 min) and maximum event age; tests use ~0.01.
+    async_time_scale: float = 1.0
+    # SQS-/SNS-/EventBridge-compatible endpoints for destinations and dead-letter queues.
+    destination_endpoints: dict[str, str] = field(default_factory=dict)
     credentials: Credentials = field(default_factory=lambda: Credentials("", ""))
+
+    def endpoint_for(self, service: str) -> str | None:
+        return self.destination_endpoints.get(service) or os.environ.get(
+            f"LAMBDAHOST_{service.upper()}_ENDPOINT"
+        )
 
     @property
     def base_url(self) -> str:

@@ -10,11 +10,17 @@ from pathlib import Path
 from lambdahost.config import Settings
 from lambdahost.control.aliases import AliasService
 from lambdahost.control.concurrency import ConcurrencyService
+from lambdahost.control.event_configs import EventConfigService
 from lambdahost.control.functions import FunctionService
 from lambdahost.control.layers import LayerService
+from lambdahost.control.permissions import PermissionService
+from lambdahost.control.urls import UrlService
 from lambdahost.control.versions import VersionService
 from lambdahost.invoke.concurrency import ConcurrencyLimiter
+from lambdahost.invoke.destinations import Destinations
+from lambdahost.invoke.dispatcher import Dispatcher
 from lambdahost.invoke.pool import EnvironmentPool
+from lambdahost.invoke.queue import EventQueue
 from lambdahost.invoke.service import Invoker
 from lambdahost.sandbox import open_backend
 from lambdahost.store.blobs import BlobStore
@@ -37,6 +43,10 @@ class Platform:
         self.aliases = AliasService(self.functions)
         self.layers = LayerService(settings, self.db, self.blobs)
         self.functions.layers = self.layers.resolve_for_function
+        self.urls = UrlService(self.functions)
+        self.permissions = PermissionService(self.functions)
+        self.functions.on_change(self.urls.forget_removed)
+        self.functions.on_change(self.permissions.forget_removed)
         self.logs = LogStore(self.db)
         self.pool = EnvironmentPool(
             open_backend(_state_dir(data_dir)), keepalive_s=settings.keepalive_s
@@ -44,9 +54,20 @@ class Platform:
         self.concurrency = ConcurrencyService(self.functions, settings.account_concurrency)
         self.limiter = ConcurrencyLimiter(settings.account_concurrency)
         self.concurrency.on_change(self._refresh_reserved)
+        self.queue = EventQueue(self.db)
         self.invoker = Invoker(
-            settings, self.functions, self.aliases, self.pool, self.logs, self.limiter
+            settings, self.functions, self.aliases, self.pool, self.logs, self.limiter, self.queue
         )
+        self.event_configs = EventConfigService(settings, self.functions)
+        self.functions.check_target = self.event_configs.check_target
+        self.dispatcher = Dispatcher(
+            settings,
+            self.queue,
+            self.invoker,
+            self.event_configs,
+            Destinations(settings, self._enqueue_from_thread),
+        )
+        self.invoker.on_enqueued = self.dispatcher.wake
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -60,9 +81,10 @@ class Platform:
             log.info("finished %d function transitions left by an earlier run", settled)
         self.logs.start()
         await self.pool.start()
+        await self.dispatcher.start()
 
     async def stop(self) -> None:
-        await self.invoker.drain()
+        await self.dispatcher.close()
         await self.pool.close()
         self.logs.stop()
         self.db.close()
@@ -74,6 +96,13 @@ class Platform:
         loop.call_soon_threadsafe(
             loop.call_later, delay, lambda: loop.run_in_executor(None, fn)
         )
+
+    def _enqueue_from_thread(
+        self, name: str, qualifier: str | None, payload: bytes, request_id: str
+    ) -> None:
+        self.queue.enqueue(name, qualifier, payload, request_id)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.dispatcher.wake)
 
     def _refresh_reserved(self) -> None:
         reserved = self.concurrency.reserved_by_function()

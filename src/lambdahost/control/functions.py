@@ -6,8 +6,8 @@ Every write commits to the store before it returns. Code archives are stored by 
 from __future__ import annotations
 
 import base64
-import hashlib
 import copy
+import hashlib
 import shutil
 import threading
 import uuid
@@ -88,6 +88,7 @@ class FunctionService:
         self._schedule: Scheduler = _thread_timer
         self._unpack_lock = threading.Lock()
         self.layers: LayerResolver | None = None
+        self.check_target: Callable[[str], None] = lambda arn: None  # dead-letter targets
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -117,6 +118,7 @@ class FunctionService:
         if ref.qualifier:
             raise InvalidParameterValue("Function name must not include a qualifier on create.")
         rules.check_configuration(params)
+        self._check_dead_letter(params)
         if not params.get("Runtime") or not params.get("Handler"):
             raise InvalidParameterValue(
                 "Runtime and Handler are mandatory parameters for functions created with "
@@ -244,6 +246,7 @@ class FunctionService:
         ref = self.ref(params["FunctionName"])
         _no_qualifier(ref)
         rules.check_configuration(params)
+        self._check_dead_letter(params)
 
         def change(config: dict[str, Any], row: VersionRow) -> None:
             for key in SETTABLE:
@@ -397,6 +400,11 @@ class FunctionService:
     def _notify(self, name: str) -> None:
         for listener in self._listeners:
             listener(name)
+
+    def _check_dead_letter(self, params: dict[str, Any]) -> None:
+        target = (params.get("DeadLetterConfig") or {}).get("TargetArn")
+        if target:
+            self.check_target(target)
 
     # -- code -----------------------------------------------------------------------------
 

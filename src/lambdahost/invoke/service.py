@@ -10,6 +10,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.layers import merged_opt
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
+from lambdahost.invoke.queue import EventQueue
 from lambdahost.store.logs import LogStore
 
 log = logging.getLogger("lambdahost.invoke")
@@ -55,6 +57,7 @@ class Invoker:
         pool: EnvironmentPool,
         logs: LogStore,
         limiter: ConcurrencyLimiter,
+        queue: EventQueue,
     ) -> None:
         self.limiter = limiter
         self.settings = settings
@@ -62,7 +65,8 @@ class Invoker:
         self.aliases = aliases
         self.pool = pool
         self.logs = logs
-        self._background: set[asyncio.Task[None]] = set()
+        self.queue = queue
+        self.on_enqueued: Callable[[], None] = lambda: None
 
     async def invoke(
         self,
@@ -81,7 +85,7 @@ class Invoker:
             )
         payload = _checked_json(payload)
         context_text = _decode_client_context(client_context)
-        version, invoked_arn = await asyncio.to_thread(self._resolve, function_name, qualifier)
+        version, invoked_arn = await asyncio.to_thread(self.resolve, function_name, qualifier)
         _check_invocable(version.config)
         request_id = str(uuid.uuid4())
         if invocation_type == "DryRun":
@@ -90,15 +94,16 @@ class Invoker:
             request_id=request_id,
             payload=payload,
             invoked_arn=invoked_arn,
-            trace_id=_trace_id(),
+            trace_id=trace_id(),
             client_context=context_text,
         )
-        spec = self._spec(version)
         if invocation_type == "Event":
-            task = asyncio.create_task(self._run_detached(spec, request))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            name = version.config["FunctionName"]
+            qualifier = qualifier or self.functions.ref(function_name).qualifier
+            await asyncio.to_thread(self.queue.enqueue, name, qualifier, payload, request_id)
+            self.on_enqueued()
             return InvokeOutcome(202, request_id)
+        spec = self.spec_for(version)
         result = await self.run(spec, request)
         outcome = InvokeOutcome(
             200,
@@ -112,7 +117,7 @@ class Invoker:
             outcome.log_result = base64.b64encode(text[-TAIL_BYTES:]).decode()
         return outcome
 
-    def _resolve(self, function_name: str, qualifier: str | None) -> tuple[FunctionVersion, str]:
+    def resolve(self, function_name: str, qualifier: str | None) -> tuple[FunctionVersion, str]:
         """The version to run and the ARN the caller invoked (alias routing applied)."""
         ref = self.functions.ref(function_name)
         if ref.qualifier and qualifier and ref.qualifier != qualifier:
@@ -136,17 +141,7 @@ class Invoker:
         self.logs.append(spec.log_group, result.log_stream, result.log_lines)
         return result
 
-    async def drain(self) -> None:
-        if self._background:
-            await asyncio.wait(self._background, timeout=30)
-
-    async def _run_detached(self, spec: FunctionSpec, request: InvokeRequest) -> None:
-        try:
-            await self.run(spec, request)
-        except Exception:
-            log.exception("asynchronous invoke %s of %s failed", request.request_id, spec.name)
-
-    def _spec(self, version: FunctionVersion) -> FunctionSpec:
+    def spec_for(self, version: FunctionVersion) -> FunctionSpec:
         c = version.config
         return FunctionSpec(
             name=c["FunctionName"],
@@ -164,7 +159,6 @@ class Invoker:
             region=self.settings.region,
             account_id=self.settings.account_id,
         )
-
 
     def _opt(self, layer_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
         merged = merged_opt(self.settings.data_dir / "blobs" / "opt", layer_dirs)
@@ -207,5 +201,6 @@ def _check_invocable(config: dict[str, Any]) -> None:
         )
 
 
-def _trace_id() -> str:
-    return f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};Parent={os.urandom(8).hex()};Sampled=0"
+def trace_id() -> str:
+    root = f"1-{int(time.time()):08x}-{os.urandom(12).hex()}"
+    return f"Root={root};Parent={os.urandom(8).hex()};Sampled=0"

@@ -45,9 +45,12 @@ def load_all() -> dict[str, Handler]:
     """Import every handler module (they register themselves) and return the registry."""
     from lambdahost.api.handlers import (  # noqa: F401
         concurrency,
+        event_configs,
         functions,
         invoke,
         layers,
+        permissions,
+        urls,
         versions,
     )
 

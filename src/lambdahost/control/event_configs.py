@@ -1,0 +1,154 @@
+"""Asynchronous invocation settings per function qualifier: retries, event age, destinations."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from lambdahost.config import Settings
+from lambdahost.control.functions import LATEST, FunctionService
+from lambdahost.errors import InvalidParameterValue, ResourceNotFound
+from lambdahost.store.tables import AliasRow, EventInvokeConfigRow, FunctionRow, VersionRow
+
+DEFAULT_RETRIES = 2
+DEFAULT_MAX_AGE_S = 21_600
+_SERVICES = {"sqs": "SQS", "sns": "SNS", "events": "EventBridge"}
+
+
+class EventConfigService:
+    def __init__(self, settings: Settings, functions: FunctionService) -> None:
+        self.settings = settings
+        self.functions = functions
+        self.db = functions.db
+
+    def put(self, params: dict[str, Any], *, merge: bool = False) -> dict[str, Any]:
+        name, qualifier = self._target(params["FunctionName"], params.get("Qualifier"))
+        self.check_destinations(params.get("DestinationConfig") or {})
+        with self.db.session() as s:
+            row = s.get(EventInvokeConfigRow, (name, qualifier))
+            if merge and row is None:
+                raise ResourceNotFound(
+                    f"The function {self.functions.arn(name, qualifier)} doesn't have an "
+                    "EventInvokeConfig"
+                )
+            config = dict(row.config) if (merge and row is not None) else {}
+            for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds", "DestinationConfig"):
+                if params.get(key) is not None:
+                    config[key] = params[key]
+            if row is None:
+                row = EventInvokeConfigRow(
+                    function_name=name, qualifier=qualifier, config=config, last_modified_s=time.time()
+                )
+                s.add(row)
+            else:
+                row.config, row.last_modified_s = config, time.time()
+            return self._render(row)
+
+    def get(self, identifier: str, qualifier: str | None) -> dict[str, Any]:
+        name, qualifier = self._target(identifier, qualifier)
+        with self.db.session() as s:
+            row = s.get(EventInvokeConfigRow, (name, qualifier))
+            if row is None:
+                raise ResourceNotFound(
+                    f"The function {self.functions.arn(name, qualifier)} doesn't have an "
+                    "EventInvokeConfig"
+                )
+            return self._render(row)
+
+    def delete(self, identifier: str, qualifier: str | None) -> None:
+        name, qualifier = self._target(identifier, qualifier)
+        with self.db.session() as s:
+            row = s.get(EventInvokeConfigRow, (name, qualifier))
+            if row is None:
+                raise ResourceNotFound(
+                    f"The function {self.functions.arn(name, qualifier)} doesn't have an "
+                    "EventInvokeConfig"
+                )
+            s.delete(row)
+
+    def list(self, identifier: str, marker: str | None, max_items: int | None) -> dict[str, Any]:
+        name = self.functions.ref(identifier).name
+        with self.db.session() as s:
+            if s.get(FunctionRow, name) is None:
+                raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
+            rows = [
+                self._render(r)
+                for r in s.scalars(
+                    select(EventInvokeConfigRow)
+                    .where(EventInvokeConfigRow.function_name == name)
+                    .order_by(EventInvokeConfigRow.qualifier)
+                )
+            ]
+        start = int(marker) if marker and marker.isdigit() else 0
+        limit = max_items or 50
+        result: dict[str, Any] = {"FunctionEventInvokeConfigs": rows[start : start + limit]}
+        if start + limit < len(rows):
+            result["NextMarker"] = str(start + limit)
+        return result
+
+    def effective(self, name: str, qualifier: str | None) -> dict[str, Any]:
+        """The settings an async invoke of `name:qualifier` runs with (defaults filled in)."""
+        with self.db.session() as s:
+            row = s.get(EventInvokeConfigRow, (name, qualifier or LATEST))
+            config = dict(row.config) if row else {}
+        return {
+            "MaximumRetryAttempts": config.get("MaximumRetryAttempts", DEFAULT_RETRIES),
+            "MaximumEventAgeInSeconds": config.get("MaximumEventAgeInSeconds", DEFAULT_MAX_AGE_S),
+            "DestinationConfig": config.get("DestinationConfig") or {},
+        }
+
+    def check_destinations(self, destinations: dict[str, Any]) -> None:
+        for key in ("OnSuccess", "OnFailure"):
+            arn = (destinations.get(key) or {}).get("Destination")
+            if arn:
+                self.check_target(arn)
+
+    def check_target(self, arn: str) -> None:
+        """A destination or dead-letter ARN we can deliver to, or a clear 400."""
+        parts = arn.split(":")
+        service = parts[2] if len(parts) > 5 and parts[0] == "arn" else ""
+        if service == "lambda" and parts[5] == "function":
+            return
+        if service in _SERVICES:
+            if self.settings.endpoint_for(service):
+                return
+            raise InvalidParameterValue(
+                f"lambdahost cannot deliver to {_SERVICES[service]} target {arn}: no "
+                f"{_SERVICES[service]} endpoint is configured (see LAMBDAHOST_"
+                f"{service.upper()}_ENDPOINT)."
+            )
+        raise InvalidParameterValue(f"Unsupported destination or dead-letter target: {arn}")
+
+    def _target(self, identifier: str, qualifier: str | None) -> tuple[str, str]:
+        ref = self.functions.ref(identifier)
+        if ref.qualifier and qualifier and ref.qualifier != qualifier:
+            raise InvalidParameterValue(
+                "The derived qualifier from the function name does not match the specified qualifier."
+            )
+        qualifier = qualifier or ref.qualifier or LATEST
+        with self.db.session() as s:
+            if s.get(FunctionRow, ref.name) is None:
+                raise ResourceNotFound(f"Function not found: {self.functions.arn(ref.name)}")
+            if qualifier != LATEST:
+                known = (
+                    s.get(VersionRow, (ref.name, qualifier))
+                    if qualifier.isdigit()
+                    else s.get(AliasRow, (ref.name, qualifier))
+                )
+                if known is None:
+                    raise ResourceNotFound(
+                        f"Function not found: {self.functions.arn(ref.name, qualifier)}"
+                    )
+        return ref.name, qualifier
+
+    def _render(self, row: EventInvokeConfigRow) -> dict[str, Any]:
+        return {
+            "FunctionArn": self.functions.arn(row.function_name, row.qualifier),
+            "LastModified": row.last_modified_s,
+            **row.config,
+        }
+
+
+

@@ -1,0 +1,192 @@
+"""Runs queued asynchronous invokes: concurrency rules, retries, event age, destinations.
+
+Throttled events wait and try again without using an attempt (as in AWS). Function errors
+are retried `MaximumRetryAttempts` times, after 1 then 2 minutes (scaled by
+`Settings.async_time_scale`). Final outcomes go to OnSuccess/OnFailure and the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from lambdahost.config import Settings
+from lambdahost.control.event_configs import EventConfigService
+from lambdahost.errors import ResourceConflict, ResourceNotFound, TooManyRequests
+from lambdahost.invoke.destinations import Destinations, record
+from lambdahost.invoke.model import InvokeRequest, InvokeResult
+from lambdahost.invoke.queue import EventQueue, QueuedEvent, now_ms
+from lambdahost.invoke.service import Invoker, trace_id
+
+log = logging.getLogger("lambdahost.async")
+
+RETRY_DELAYS_S = (60.0, 120.0)
+THROTTLE_DELAY_S = 1.0
+MAX_PARALLEL = 64
+POLL_S = 0.5
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: EventQueue,
+        invoker: Invoker,
+        configs: EventConfigService,
+        destinations: Destinations,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.invoker = invoker
+        self.configs = configs
+        self.destinations = destinations
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        released = await asyncio.to_thread(self.queue.release_all_leases)
+        if released:
+            log.info("re-queued %d asynchronous events an earlier run had started", released)
+        self._loop_task = asyncio.create_task(self._loop())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        lease_ms = 20 * 60 * 1000  # longer than any function's timeout plus init
+        while not self._closed:
+            self._wake.clear()
+            free = MAX_PARALLEL - len(self._running)
+            events = await asyncio.to_thread(self.queue.claim, free, lease_ms) if free > 0 else []
+            for event in events:
+                task = asyncio.create_task(self._process(event))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+            if events and len(events) == free:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=await self._idle_wait())
+            except TimeoutError:
+                pass
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _idle_wait(self) -> float:
+        due = await asyncio.to_thread(self.queue.next_due_ms)
+        if due is None:
+            return POLL_S * 4
+        return min(max((due - now_ms()) / 1000, 0.01), POLL_S)
+
+    def _scaled(self, seconds: float) -> int:
+        return max(int(seconds * self.settings.async_time_scale * 1000), 10)
+
+    async def _process(self, event: QueuedEvent) -> None:
+        try:
+            await self._attempt(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("asynchronous event %s failed inside the platform", event.request_id)
+            await asyncio.to_thread(
+                self.queue.retry_later, event, self._scaled(RETRY_DELAYS_S[0]), count_attempt=False
+            )
+
+    async def _attempt(self, event: QueuedEvent) -> None:
+        config = await asyncio.to_thread(self.configs.effective, event.function_name, event.qualifier)
+        max_age_ms = self._scaled(config["MaximumEventAgeInSeconds"])
+        if now_ms() - event.enqueued_ms > max_age_ms:
+            await self._final(event, config, "EventAgeExceeded", None, None, event.attempts)
+            return
+        try:
+            version, invoked_arn = await asyncio.to_thread(
+                self.invoker.resolve, event.function_name, event.qualifier
+            )
+            spec = self.invoker.spec_for(version)
+            request = InvokeRequest(
+                request_id=event.request_id,
+                payload=event.payload,
+                invoked_arn=invoked_arn,
+                trace_id=trace_id(),
+            )
+            if version.config.get("State") != "Active":
+                raise ResourceConflict("not active yet")
+            result = await self.invoker.run(spec, request)
+        except (TooManyRequests, ResourceConflict):
+            await asyncio.to_thread(
+                self.queue.retry_later, event, self._scaled(THROTTLE_DELAY_S), count_attempt=False
+            )
+            return
+        except ResourceNotFound:
+            log.warning("dropping event %s: %s no longer exists", event.request_id, event.function_name)
+            await asyncio.to_thread(self.queue.done, event)
+            return
+        attempts = event.attempts + 1
+        if result.function_error is None:
+            await self._final(event, config, "Success", result, spec.version, attempts)
+        elif attempts > config["MaximumRetryAttempts"]:
+            await self._final(event, config, "RetriesExhausted", result, spec.version, attempts)
+        else:
+            delay = RETRY_DELAYS_S[min(attempts - 1, len(RETRY_DELAYS_S) - 1)]
+            await asyncio.to_thread(
+                self.queue.retry_later, event, self._scaled(delay), count_attempt=True
+            )
+
+    async def _final(
+        self,
+        event: QueuedEvent,
+        config: dict[str, Any],
+        condition: str,
+        result: InvokeResult | None,
+        executed_version: str | None,
+        attempts: int,
+    ) -> None:
+        key = "OnSuccess" if condition == "Success" else "OnFailure"
+        target = (config["DestinationConfig"].get(key) or {}).get("Destination")
+        function_arn = self.invoker.functions.arn(
+            event.function_name, executed_version or event.qualifier or "$LATEST"
+        )
+        outcome = record(
+            request_id=event.request_id,
+            function_arn=function_arn,
+            condition=condition,
+            attempts=attempts,
+            request_payload=event.payload,
+            result=result,
+            executed_version=executed_version,
+        )
+        if target:
+            await asyncio.to_thread(self.destinations.deliver, target, outcome)
+        if condition != "Success":
+            await self._dead_letter(event, result)
+        # The event's logs are committed before the event is: a kill in between re-runs it.
+        await asyncio.to_thread(self.invoker.logs.flush)
+        await asyncio.to_thread(self.queue.done, event)
+        self.wake()
+        log.debug("event %s finished: %s after %d attempts", event.request_id, condition, attempts)
+
+    async def _dead_letter(self, event: QueuedEvent, result: InvokeResult | None) -> None:
+        try:
+            version = await asyncio.to_thread(self.invoker.functions.get, event.function_name)
+        except ResourceNotFound:
+            return
+        target = (version.config.get("DeadLetterConfig") or {}).get("TargetArn")
+        if target:
+            attributes = {"RequestID": event.request_id, "ErrorCode": "200"}
+            if result is not None:
+                attributes["ErrorMessage"] = result.payload.decode("utf-8", "replace")[:1000]
+            await asyncio.to_thread(self.destinations.deliver, target, event.payload, attributes)
+
+

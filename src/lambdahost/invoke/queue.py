@@ -1,0 +1,127 @@
+"""The durable queue of accepted asynchronous invokes (the `async_events` table).
+
+`enqueue` commits before it returns, so a 202 means the event survives a kill -9. Workers
+claim due events with a lease; an event is deleted only after it ran to a final outcome, so
+delivery is at-least-once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
+
+from lambdahost.store.db import Database
+from lambdahost.store.tables import AsyncEventRow
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    id: int
+    request_id: str
+    function_name: str
+    qualifier: str | None
+    payload: bytes
+    enqueued_ms: int
+    attempts: int
+
+
+class EventQueue:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.worker = uuid.uuid4().hex
+
+    def enqueue(
+        self, function_name: str, qualifier: str | None, payload: bytes, request_id: str
+    ) -> None:
+        now = now_ms()
+        with self.db.session() as s:
+            s.add(
+                AsyncEventRow(
+                    request_id=request_id,
+                    function_name=function_name,
+                    qualifier=qualifier,
+                    payload=payload,
+                    enqueued_ms=now,
+                    attempts=0,
+                    next_attempt_ms=now,
+                    lease_until_ms=0,
+                    lease_owner="",
+                )
+            )
+
+    def release_all_leases(self) -> int:
+        """At start of an embedded (single-process) server: whatever was leased died with it."""
+        with self.db.session() as s:
+            result = s.execute(
+                update(AsyncEventRow).where(AsyncEventRow.lease_until_ms > 0).values(lease_until_ms=0)
+            )
+            return result.rowcount or 0
+
+    def claim(self, limit: int, lease_ms: int) -> list[QueuedEvent]:
+        """Take up to `limit` due events for this worker."""
+        now = now_ms()
+        claimed: list[QueuedEvent] = []
+        with self.db.session() as s:
+            candidates = s.scalars(
+                select(AsyncEventRow)
+                .where(AsyncEventRow.next_attempt_ms <= now, AsyncEventRow.lease_until_ms < now)
+                .order_by(AsyncEventRow.next_attempt_ms, AsyncEventRow.id)
+                .limit(limit)
+            ).all()
+            for row in candidates:
+                # A conditional update is the claim: another worker may have won the race.
+                won = s.execute(
+                    update(AsyncEventRow)
+                    .where(AsyncEventRow.id == row.id, AsyncEventRow.lease_until_ms < now)
+                    .values(lease_until_ms=now + lease_ms, lease_owner=self.worker)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if won:
+                    claimed.append(
+                        QueuedEvent(
+                            row.id,
+                            row.request_id,
+                            row.function_name,
+                            row.qualifier,
+                            row.payload,
+                            row.enqueued_ms,
+                            row.attempts,
+                        )
+                    )
+        return claimed
+
+    def retry_later(self, event: QueuedEvent, delay_ms: int, *, count_attempt: bool) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(AsyncEventRow)
+                .where(AsyncEventRow.id == event.id)
+                .values(
+                    next_attempt_ms=now_ms() + delay_ms,
+                    lease_until_ms=0,
+                    lease_owner="",
+                    attempts=AsyncEventRow.attempts + (1 if count_attempt else 0),
+                )
+            )
+
+    def done(self, event: QueuedEvent) -> None:
+        with self.db.session() as s:
+            s.execute(delete(AsyncEventRow).where(AsyncEventRow.id == event.id))
+
+    def next_due_ms(self) -> int | None:
+        with self.db.session() as s:
+            return s.scalar(
+                select(AsyncEventRow.next_attempt_ms)
+                .where(AsyncEventRow.lease_until_ms == 0)
+                .order_by(AsyncEventRow.next_attempt_ms)
+                .limit(1)
+            )
+
+    def pending(self) -> int:
+        with self.db.session() as s:
+            return len(s.scalars(select(AsyncEventRow.id)).all())
