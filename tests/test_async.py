@@ -65,7 +65,9 @@ def test_event_invoke_config_api(lam, raw_lam) -> None:
     )
     assert put["MaximumRetryAttempts"] == 1
     assert put["FunctionArn"].endswith(f"{name}:$LATEST")
-    updated = lam.update_function_event_invoke_config(FunctionName=name, MaximumEventAgeInSeconds=120)
+    updated = lam.update_function_event_invoke_config(
+        FunctionName=name, MaximumEventAgeInSeconds=120
+    )
     assert updated["MaximumRetryAttempts"] == 1 and updated["MaximumEventAgeInSeconds"] == 120
     got = lam.get_function_event_invoke_config(FunctionName=name)
     assert got["DestinationConfig"]["OnFailure"]["Destination"] == target_arn
@@ -74,7 +76,9 @@ def test_event_invoke_config_api(lam, raw_lam) -> None:
     with pytest.raises(ClientError) as exc:
         lam.put_function_event_invoke_config(
             FunctionName=name,
-            DestinationConfig={"OnSuccess": {"Destination": "arn:aws:sqs:us-east-1:000000000000:q"}},
+            DestinationConfig={
+                "OnSuccess": {"Destination": "arn:aws:sqs:us-east-1:000000000000:q"}
+            },
         )
     assert exc.value.response["Error"]["Code"] == "InvalidParameterValueException"
     assert "no SQS endpoint" in exc.value.response["Error"]["Message"]
@@ -101,7 +105,9 @@ def test_dead_letter_without_endpoint_is_rejected(lam) -> None:
 def test_async_invoke_runs_and_logs(lam, logs) -> None:
     name = unique("async")
     create_function(lam, name, RECORDER)
-    response = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"id": "a1"}))
+    response = lam.invoke(
+        FunctionName=name, InvocationType="Event", Payload=json.dumps({"id": "a1"})
+    )
     assert response["StatusCode"] == 202
     assert wait_for(lambda: [r for r in records(logs, name) if r.get("id") == "a1"])
     legacy = lam.invoke_async(FunctionName=name, InvokeArgs=json.dumps({"id": "legacy"}))
@@ -113,7 +119,11 @@ def test_async_payload_limit(lam) -> None:
     name = unique("async-big")
     create_function(lam, name, RECORDER)
     with pytest.raises(ClientError) as exc:
-        lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'"' + b"x" * (1024 * 1024 + 10) + b'"')
+        lam.invoke(
+            FunctionName=name,
+            InvocationType="Event",
+            Payload=b'"' + b"x" * (1024 * 1024 + 10) + b'"',
+        )
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
 
 
@@ -127,7 +137,9 @@ def test_failure_destination_gets_the_exact_record(lam, logs) -> None:
         MaximumRetryAttempts=0,
         DestinationConfig={"OnFailure": {"Destination": target_arn}},
     )
-    response = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"fail": True}))
+    response = lam.invoke(
+        FunctionName=name, InvocationType="Event", Payload=json.dumps({"fail": True})
+    )
     request_id = response["ResponseMetadata"]["RequestId"]
     delivered = wait_for(lambda: records(logs, target))
     assert len(delivered) == 1
@@ -135,7 +147,8 @@ def test_failure_destination_gets_the_exact_record(lam, logs) -> None:
     assert rec["version"] == "1.0" and rec["timestamp"].endswith("Z")
     assert rec["requestContext"] == {
         "requestId": request_id,
-        "functionArn": lam.get_function_configuration(FunctionName=name)["FunctionArn"] + ":$LATEST",
+        "functionArn": lam.get_function_configuration(FunctionName=name)["FunctionArn"]
+        + ":$LATEST",
         "condition": "RetriesExhausted",
         "approximateInvokeCount": 1,
     }
@@ -168,7 +181,9 @@ def test_retries_happen_the_configured_number_of_times(lam, logs) -> None:
     name = unique("retries")
     create_function(lam, name, RECORDER)
     lam.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=2)
-    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"fail": True, "n": 1}))
+    lam.invoke(
+        FunctionName=name, InvocationType="Event", Payload=json.dumps({"fail": True, "n": 1})
+    )
     assert wait_for(lambda: len(records(logs, name)) >= 3, timeout=60)
     time.sleep(3)  # scaled delays are 0.6 s and 1.2 s: a fourth attempt would have come by now
     assert len(records(logs, name)) == 3
@@ -199,7 +214,9 @@ def test_accepted_events_survive_kill_9(tmp_path) -> None:  # noqa: ANN001
         lam = srv.client()
         create_function(lam, name, RECORDER)
         for i in range(200):
-            response = lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"id": i}))
+            response = lam.invoke(
+                FunctionName=name, InvocationType="Event", Payload=json.dumps({"id": i})
+            )
             assert response["StatusCode"] == 202
             if i == 120:
                 time.sleep(0.2)

@@ -38,7 +38,9 @@ def handler(event, context):
             "exists": {p: os.path.exists(p) for p in event["paths"]},
             "status": [l for l in read("/proc/self/status").splitlines()
                        if l.startswith(("CapEff", "NoNewPrivs", "Seccomp"))],
-            "interfaces": sorted(os.listdir("/sys/class/net")) if os.path.exists("/sys/class/net") else None,
+            "interfaces": (
+                sorted(os.listdir("/sys/class/net")) if os.path.exists("/sys/class/net") else None
+            ),
         }
     if what == "unshare":
         return subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode

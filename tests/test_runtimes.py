@@ -20,7 +20,10 @@ def invoke(lam, name: str, payload: object) -> tuple[dict, object]:  # noqa: ANN
 
 def test_node_commonjs_async(lam) -> None:
     name = unique("node-cjs")
-    code = "exports.handler = async (event, context) => ({got: event, id: context.awsRequestId, fn: context.functionName});\n"
+    code = (
+        "exports.handler = async (event, context) =>\n"
+        "  ({got: event, id: context.awsRequestId, fn: context.functionName});\n"
+    )
     create_function(
         lam, name, make_zip({"index.js": code}), Runtime="nodejs20.x", Handler="index.handler"
     )
@@ -125,8 +128,13 @@ def test_awslambdaric_unchanged(lam, tmp_path: Path) -> None:
     if ric is None:
         pytest.skip("awslambdaric could not be installed (no wheel cache, no registry)")
     files: dict[str, str | bytes] = {
-        "bootstrap": "#!/bin/sh\ncd /var/task\nexec /usr/bin/python3.11 -m awslambdaric app.handler\n",
-        "app.py": "def handler(event, context):\n    return {'ric': True, 'id': context.aws_request_id, 'event': event}\n",
+        "bootstrap": (
+            "#!/bin/sh\ncd /var/task\nexec /usr/bin/python3.11 -m awslambdaric app.handler\n"
+        ),
+        "app.py": (
+            "def handler(event, context):\n"
+            "    return {'ric': True, 'id': context.aws_request_id, 'event': event}\n"
+        ),
     }
     for path in ric.rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts:

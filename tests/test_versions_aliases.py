@@ -38,7 +38,9 @@ def test_publish_is_a_snapshot(lam, versioned: str) -> None:
     v1 = lam.get_function_configuration(FunctionName=versioned, Qualifier="1")
     assert v1["Version"] == "1"
     assert v1["FunctionArn"].endswith(f"{versioned}:1")
-    assert lam.get_function(FunctionName=f"{versioned}:2")["Configuration"]["Description"] == "second"
+    assert (
+        lam.get_function(FunctionName=f"{versioned}:2")["Configuration"]["Description"] == "second"
+    )
     # Publishing an unchanged $LATEST returns the newest version.
     assert lam.publish_version(FunctionName=versioned)["Version"] == "2"
 
@@ -98,7 +100,9 @@ def test_delete_version_and_function(lam) -> None:
 
 
 def test_alias_lifecycle(lam, versioned: str) -> None:
-    alias = lam.create_alias(FunctionName=versioned, Name="live", FunctionVersion="1", Description="d")
+    alias = lam.create_alias(
+        FunctionName=versioned, Name="live", FunctionVersion="1", Description="d"
+    )
     assert alias["AliasArn"].endswith(f"{versioned}:live")
     assert lam.get_alias(FunctionName=versioned, Name="live")["FunctionVersion"] == "1"
     response, body = invoke(lam, versioned, Qualifier="live")
@@ -128,7 +132,9 @@ def test_alias_lifecycle(lam, versioned: str) -> None:
         ("bad", "1", {"99": 0.5}),
     ],
 )
-def test_alias_rules(raw_lam, versioned: str, name: str, version: str, routing: dict | None) -> None:
+def test_alias_rules(
+    raw_lam, versioned: str, name: str, version: str, routing: dict | None
+) -> None:
     params = {"FunctionName": versioned, "Name": name, "FunctionVersion": version}
     if routing:
         params["RoutingConfig"] = {"AdditionalVersionWeights": routing}
@@ -144,7 +150,9 @@ def test_weighted_routing(lam, versioned: str) -> None:
         FunctionVersion="1",
         RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}},
     )
-    counts = Counter(invoke(lam, versioned, Qualifier="canary")[0]["ExecutedVersion"] for _ in range(60))
+    counts = Counter(
+        invoke(lam, versioned, Qualifier="canary")[0]["ExecutedVersion"] for _ in range(60)
+    )
     assert counts["1"] >= 12 and counts["2"] >= 12, counts
     got = lam.get_alias(FunctionName=versioned, Name="canary")
     assert got["RoutingConfig"] == {"AdditionalVersionWeights": {"2": 0.5}}

@@ -93,9 +93,7 @@ class Platform:
         loop = self._loop
         assert loop is not None
         # Settling touches the database: keep it off the event loop.
-        loop.call_soon_threadsafe(
-            loop.call_later, delay, lambda: loop.run_in_executor(None, fn)
-        )
+        loop.call_soon_threadsafe(loop.call_later, delay, lambda: loop.run_in_executor(None, fn))
 
     def _enqueue_from_thread(
         self, name: str, qualifier: str | None, payload: bytes, request_id: str

@@ -13,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lambdahost.api import logs, sigv4, sts
+from lambdahost.api import function_urls, logs, sigv4, sts
 from lambdahost.api.codeurls import PREFIX as CODE_PREFIX
 from lambdahost.api.codeurls import CodeUrls
+from lambdahost.api.handlers import Call, load_all
 from lambdahost.api.model import (
     Router,
     WireResponse,
@@ -24,7 +25,6 @@ from lambdahost.api.model import (
     serialize_response,
     service_model,
 )
-from lambdahost.api.handlers import Call, load_all
 from lambdahost.control import rules
 from lambdahost.errors import LambdaError, NotImplementedOperation, ServiceError
 from lambdahost.platform import Platform
@@ -43,10 +43,14 @@ class LambdaApi:
         self.router = Router(service_model("lambda"))
         self.code_urls = CodeUrls()
         self.handlers = load_all()
+        self.function_urls = function_urls.FunctionUrlFrontend(platform)
         creds = platform.settings.credentials
         self._secrets = {creds.access_key_id: creds.secret_access_key}
 
     async def handle(self, request: Request) -> Response:
+        # Function URL requests have their own auth rules: route them before SigV4.
+        if (url_target := function_urls.target_of(request)) is not None:
+            return await self.function_urls.handle(request, url_target)
         request_id = str(uuid.uuid4())
         try:
             wire, extra = await self._handle(request)
@@ -55,7 +59,9 @@ class LambdaApi:
         except Exception:
             log.exception("internal error in request %s %s", request.method, request.url.path)
             wire = error_response(
-                ServiceError(f"An internal error occurred (request {request_id}); see the server log.")
+                ServiceError(
+                    f"An internal error occurred (request {request_id}); see the server log."
+                )
             )
             extra = {}
         headers = {"x-amzn-RequestId": request_id, **wire.headers, **extra}
@@ -95,7 +101,9 @@ class LambdaApi:
             method=request.method,
             path=path,
             query=query,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]],
+            headers=[
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
+            ],
             body=body,
         )
         try:
@@ -115,7 +123,9 @@ class LambdaApi:
             )
         path = self.platform.blobs.path(digest)
         if not path.exists():
-            return Response(b"<Error><Code>NoSuchKey</Code></Error>", 404, media_type="application/xml")
+            return Response(
+                b"<Error><Code>NoSuchKey</Code></Error>", 404, media_type="application/xml"
+            )
         return Response(path.read_bytes(), media_type="application/zip")
 
 
@@ -148,7 +158,7 @@ def create_app(platform: Platform) -> Starlette:
         finally:
             await platform.stop()
 
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
     routes = [
         Route(CODE_PREFIX + "{digest:str}", api.download_code, methods=["GET"]),
         Route("/{path:path}", api.handle, methods=methods),

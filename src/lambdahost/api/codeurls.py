@@ -17,7 +17,9 @@ class CodeUrls:
 
     def url_for(self, base_url: str, digest: str) -> str:
         expires = int(time.time()) + LIFETIME_S
-        return f"{base_url}{PREFIX}{digest}?expires={expires}&signature={self._sign(digest, expires)}"
+        return (
+            f"{base_url}{PREFIX}{digest}?expires={expires}&signature={self._sign(digest, expires)}"
+        )
 
     def valid(self, digest: str, expires: str, signature: str) -> bool:
         try:

@@ -81,7 +81,9 @@ class Router:
                 continue
             if any(query.get(k, [None])[0] != v for k, v in route.required_query):
                 continue
-            return route, {name: unquote(value) for name, value in zip(route.labels, m.groups())}
+            return route, {
+                name: unquote(value) for name, value in zip(route.labels, m.groups(), strict=True)
+            }
         return None
 
 
@@ -238,7 +240,8 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
     elif kind == "boolean":
         if not isinstance(value, bool):
             problems.append(
-                f"Value '{value}' at '{path}' failed to satisfy constraint: Member must be a boolean"
+                f"Value '{value}' at '{path}' failed to satisfy constraint: "
+                "Member must be a boolean"
             )
     elif kind == "list":
         if not isinstance(value, list):

@@ -28,11 +28,11 @@ class AliasService:
         _check_name(name)
         with self.db.session() as s:
             self._function(s, fn_name)
-            routing = self._routing(s, fn_name, params["FunctionVersion"], params.get("RoutingConfig"))
+            routing = self._routing(
+                s, fn_name, params["FunctionVersion"], params.get("RoutingConfig")
+            )
             if s.get(AliasRow, (fn_name, name)) is not None:
-                raise ResourceConflict(
-                    f"Alias already exists: {self.functions.arn(fn_name, name)}"
-                )
+                raise ResourceConflict(f"Alias already exists: {self.functions.arn(fn_name, name)}")
             row = AliasRow(
                 function_name=fn_name,
                 name=name,
@@ -81,7 +81,9 @@ class AliasService:
         fn_name = self.functions.ref(function).name
         with self.db.session() as s:
             self._function(s, fn_name)
-            query = select(AliasRow).where(AliasRow.function_name == fn_name).order_by(AliasRow.name)
+            query = (
+                select(AliasRow).where(AliasRow.function_name == fn_name).order_by(AliasRow.name)
+            )
             if version:
                 query = query.where(AliasRow.function_version == version)
             rows = [self._render(r) for r in s.scalars(query)]
@@ -127,7 +129,9 @@ class AliasService:
         if not weights:
             return {}
         if len(weights) > 1:
-            raise InvalidParameterValue("Number of items in AdditionalVersionWeights cannot be greater than 1")
+            raise InvalidParameterValue(
+                "Number of items in AdditionalVersionWeights cannot be greater than 1"
+            )
         if version == LATEST:
             raise InvalidParameterValue(
                 "$LATEST is not supported for an alias pointing to more than 1 version"
@@ -158,9 +162,7 @@ class AliasService:
     def _version(self, s: Session, fn_name: str, version: str) -> None:
         self._function(s, fn_name)
         if s.get(VersionRow, (fn_name, version)) is None:
-            raise ResourceNotFound(
-                f"Function not found: {self.functions.arn(fn_name, version)}"
-            )
+            raise ResourceNotFound(f"Function not found: {self.functions.arn(fn_name, version)}")
 
     def _alias(self, s: Session, fn_name: str, name: str) -> AliasRow:
         self._function(s, fn_name)

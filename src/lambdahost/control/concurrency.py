@@ -96,7 +96,14 @@ class ConcurrencyService:
         with self.db.session() as s:
             row = s.get(ProvisionedConfigRow, (name, qualifier))
             if row is None:
-                s.add(ProvisionedConfigRow(function_name=name, qualifier=qualifier, requested=requested, last_modified=stamp))
+                s.add(
+                    ProvisionedConfigRow(
+                        function_name=name,
+                        qualifier=qualifier,
+                        requested=requested,
+                        last_modified=stamp,
+                    )
+                )
             else:
                 row.requested, row.last_modified = requested, stamp
         return stamp
@@ -106,9 +113,7 @@ class ConcurrencyService:
         with self.db.session() as s:
             row = s.get(ProvisionedConfigRow, (name, qualifier))
             if row is None:
-                raise ResourceNotFound(
-                    "No Provisioned Concurrency Config found for this function"
-                )
+                raise ResourceNotFound("No Provisioned Concurrency Config found for this function")
             return row
 
     def delete_provisioned(self, identifier: str, qualifier: str) -> None:
@@ -133,7 +138,8 @@ class ConcurrencyService:
         name = self.functions.ref(identifier).name
         if qualifier == LATEST:
             raise InvalidParameterValue(
-                "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
+                "Provisioned Concurrency Configs cannot be applied to unpublished function "
+                "versions."
             )
         with self.db.session() as s:
             if s.get(FunctionRow, name) is None:

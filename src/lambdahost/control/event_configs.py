@@ -39,7 +39,10 @@ class EventConfigService:
                     config[key] = params[key]
             if row is None:
                 row = EventInvokeConfigRow(
-                    function_name=name, qualifier=qualifier, config=config, last_modified_s=time.time()
+                    function_name=name,
+                    qualifier=qualifier,
+                    config=config,
+                    last_modified_s=time.time(),
                 )
                 s.add(row)
             else:
@@ -125,7 +128,8 @@ class EventConfigService:
         ref = self.functions.ref(identifier)
         if ref.qualifier and qualifier and ref.qualifier != qualifier:
             raise InvalidParameterValue(
-                "The derived qualifier from the function name does not match the specified qualifier."
+                "The derived qualifier from the function name does not match the specified "
+                "qualifier."
             )
         qualifier = qualifier or ref.qualifier or LATEST
         with self.db.session() as s:
@@ -149,6 +153,3 @@ class EventConfigService:
             "LastModified": row.last_modified_s,
             **row.config,
         }
-
-
-

@@ -183,9 +183,8 @@ class FunctionService:
             fn = s.get(FunctionRow, ref.name)
             row = s.get(VersionRow, (ref.name, version)) if fn else None
             if fn is None or row is None:
-                raise ResourceNotFound(
-                    f"Function not found: {self.arn(ref.name, None if version == LATEST else version)}"
-                )
+                shown = None if version == LATEST else version
+                raise ResourceNotFound(f"Function not found: {self.arn(ref.name, shown)}")
             return FunctionVersion(
                 dict(row.config),
                 row.code_sha256,
@@ -304,7 +303,9 @@ class FunctionService:
         ref = self.ref(identifier)
         version = _qualifier(ref, qualifier)
         if version == LATEST:
-            raise InvalidParameterValue("$LATEST version cannot be deleted without deleting the function.")
+            raise InvalidParameterValue(
+                "$LATEST version cannot be deleted without deleting the function."
+            )
         with self.db.session() as s:
             fn = s.get(FunctionRow, ref.name)
             if fn is None:
@@ -367,7 +368,9 @@ class FunctionService:
             failure = self._readiness_problem(row.code_sha256)
             if config.get("State") == "Pending":
                 if failure:
-                    config.update(State="Failed", StateReason=failure, StateReasonCode="InternalError")
+                    config.update(
+                        State="Failed", StateReason=failure, StateReasonCode="InternalError"
+                    )
                 else:
                     config.update(State="Active", LastUpdateStatus="Successful")
                     for key in ("StateReason", "StateReasonCode"):
@@ -490,7 +493,9 @@ def _qualifier(ref: FunctionRef, qualifier: str | None) -> str | None:
 
 def _no_qualifier(ref: FunctionRef) -> None:
     if ref.qualifier:
-        raise InvalidParameterValue("Qualifiers are not allowed on this operation; use the function name.")
+        raise InvalidParameterValue(
+            "Qualifiers are not allowed on this operation; use the function name."
+        )
 
 
 def check_revision(expected: str | None, config: dict[str, Any]) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lambdahost.config import Settings
 from lambdahost.control import rules
 from lambdahost.control.archive import ArchiveError, UnpackedArchive, unpack_zip
 from lambdahost.control.clock import last_modified
 from lambdahost.control.functions import check_revision, tree_size
 from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
-from lambdahost.config import Settings
 from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
 from lambdahost.store.tables import LayerRow, LayerVersionRow
@@ -152,7 +152,11 @@ class LayerService:
         return _page(items, "LayerVersions", marker, max_items)
 
     def list_layers(
-        self, runtime: str | None, architecture: str | None, marker: str | None, max_items: int | None
+        self,
+        runtime: str | None,
+        architecture: str | None,
+        marker: str | None,
+        max_items: int | None,
     ) -> dict[str, Any]:
         with self.db.session() as s:
             rows = s.scalars(
@@ -168,7 +172,9 @@ class LayerService:
             {
                 "LayerName": name,
                 "LayerArn": info["LayerArn"],
-                "LatestMatchingVersion": {k: v for k, v in info.items() if k not in ("LayerArn", "Content")},
+                "LatestMatchingVersion": {
+                    k: v for k, v in info.items() if k not in ("LayerArn", "Content")
+                },
             }
             for name, info in sorted(latest.items())
         ]
@@ -189,11 +195,11 @@ class LayerService:
                 raise InvalidParameterValue(f"Layer version {arn} does not exist.")
             with self.db.session() as s:
                 row = s.get(LayerVersionRow, (m["name"], int(m["version"])))
-                local = m["region"] == self.settings.region and m["account"] == self.settings.account_id
+                local = (
+                    m["region"] == self.settings.region and m["account"] == self.settings.account_id
+                )
                 if row is None or row.deleted or not local:
-                    raise InvalidParameterValue(
-                        f"Layer version {arn} does not exist."
-                    )
+                    raise InvalidParameterValue(f"Layer version {arn} does not exist.")
                 resolved.append(
                     (arn, row.code_sha256, int(row.info["Content"]["CodeSize"]), row.unzipped_bytes)
                 )

@@ -57,7 +57,9 @@ class VersionService:
                     f"CodeSHA256 ({code_sha256}) is different from current CodeSHA256 in $LATEST "
                     f"({config['CodeSha256']}). Please try again with the CodeSHA256 in $LATEST."
                 )
-            changing = config.get("State") == "Pending" or config.get("LastUpdateStatus") == "InProgress"
+            changing = (
+                config.get("State") == "Pending" or config.get("LastUpdateStatus") == "InProgress"
+            )
             if changing and not during_change:
                 raise ResourceConflict(
                     "The operation cannot be performed at this time. An update is in progress "

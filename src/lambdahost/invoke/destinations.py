@@ -29,7 +29,10 @@ def record(
     executed_version: str | None,
 ) -> dict[str, Any]:
     """AWS's invocation record for destinations."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{datetime.now(UTC).microsecond // 1000:03d}Z"
+    stamp = (
+        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{datetime.now(UTC).microsecond // 1000:03d}Z"
+    )
     body: dict[str, Any] = {
         "version": "1.0",
         "timestamp": stamp,
@@ -55,7 +58,9 @@ class Destinations:
         self.settings = settings
         self.enqueue = enqueue
 
-    def deliver(self, arn: str, message: dict[str, Any] | bytes, attributes: dict[str, str] | None = None) -> None:
+    def deliver(
+        self, arn: str, message: dict[str, Any] | bytes, attributes: dict[str, str] | None = None
+    ) -> None:
         """Deliver synchronously (call from a worker thread). Failures are logged, not raised."""
         body = message if isinstance(message, bytes) else json.dumps(message).encode()
         parts = arn.split(":")
@@ -72,7 +77,9 @@ class Destinations:
         except Exception:
             log.exception("delivery to %s failed", arn)
 
-    def _send_external(self, service: str, arn: str, body: bytes, attributes: dict[str, str]) -> None:
+    def _send_external(
+        self, service: str, arn: str, body: bytes, attributes: dict[str, str]
+    ) -> None:
         import boto3  # only needed when such targets are configured
 
         endpoint = self.settings.endpoint_for(service)
@@ -94,7 +101,9 @@ class Destinations:
         if service == "sqs":
             account, queue = arn.split(":")[4], arn.split(":")[5]
             url = client.get_queue_url(QueueName=queue, QueueOwnerAWSAccountId=account)["QueueUrl"]
-            client.send_message(QueueUrl=url, MessageBody=text, MessageAttributes=message_attributes)
+            client.send_message(
+                QueueUrl=url, MessageBody=text, MessageAttributes=message_attributes
+            )
         elif service == "sns":
             client.publish(TopicArn=arn, Message=text, MessageAttributes=message_attributes)
         else:

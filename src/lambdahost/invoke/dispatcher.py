@@ -105,7 +105,9 @@ class Dispatcher:
             )
 
     async def _attempt(self, event: QueuedEvent) -> None:
-        config = await asyncio.to_thread(self.configs.effective, event.function_name, event.qualifier)
+        config = await asyncio.to_thread(
+            self.configs.effective, event.function_name, event.qualifier
+        )
         max_age_ms = self._scaled(config["MaximumEventAgeInSeconds"])
         if now_ms() - event.enqueued_ms > max_age_ms:
             await self._final(event, config, "EventAgeExceeded", None, None, event.attempts)
@@ -130,7 +132,9 @@ class Dispatcher:
             )
             return
         except ResourceNotFound:
-            log.warning("dropping event %s: %s no longer exists", event.request_id, event.function_name)
+            log.warning(
+                "dropping event %s: %s no longer exists", event.request_id, event.function_name
+            )
             await asyncio.to_thread(self.queue.done, event)
             return
         attempts = event.attempts + 1
@@ -188,5 +192,3 @@ class Dispatcher:
             if result is not None:
                 attributes["ErrorMessage"] = result.payload.decode("utf-8", "replace")[:1000]
             await asyncio.to_thread(self.destinations.deliver, target, event.payload, attributes)
-
-

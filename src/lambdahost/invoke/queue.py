@@ -59,7 +59,9 @@ class EventQueue:
         """At start of an embedded (single-process) server: whatever was leased died with it."""
         with self.db.session() as s:
             result = s.execute(
-                update(AsyncEventRow).where(AsyncEventRow.lease_until_ms > 0).values(lease_until_ms=0)
+                update(AsyncEventRow)
+                .where(AsyncEventRow.lease_until_ms > 0)
+                .values(lease_until_ms=0)
             )
             return result.rowcount or 0
 

@@ -22,7 +22,9 @@ class BlobStore:
     def _remove_leftovers(self) -> None:
         """Half-written blobs and half-unpacked trees of a killed process are never valid."""
         for path in (self.root / "tmp").iterdir():
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                missing_ok=True
+            )
         for path in (self.root / "unpacked").glob(".*.unpacking-*"):
             shutil.rmtree(path, ignore_errors=True)
 

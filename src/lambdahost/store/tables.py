@@ -151,3 +151,29 @@ class ProvisionedConfigRow(Base):
     qualifier: Mapped[str] = mapped_column(String(128), primary_key=True)
     requested: Mapped[int] = mapped_column(Integer)
     last_modified: Mapped[str] = mapped_column(String(40))
+
+
+class FunctionUrlRow(Base):
+    """A function URL: one per function qualifier ("" for the unqualified function)."""
+
+    __tablename__ = "function_urls"
+
+    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    qualifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    url_id: Mapped[str] = mapped_column(String(32), unique=True)
+    auth_type: Mapped[str] = mapped_column(String(16))
+    cors: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    invoke_mode: Mapped[str] = mapped_column(String(16), default="BUFFERED")
+    created: Mapped[str] = mapped_column(String(40))
+    last_modified: Mapped[str] = mapped_column(String(40))
+
+
+class FunctionPolicyRow(Base):
+    """A function's resource-based policy, per qualifier ("" for the unqualified function)."""
+
+    __tablename__ = "function_policies"
+
+    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    qualifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    statements: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # in order
+    revision_id: Mapped[str] = mapped_column(String(36))

@@ -39,8 +39,6 @@ def operation(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
-
-
 def load_all() -> dict[str, Handler]:
     """Import every handler module (they register themselves) and return the registry."""
     from lambdahost.api.handlers import (  # noqa: F401

@@ -20,13 +20,17 @@ async def update_event_invoke_config(call: Call) -> Output:
 @operation("GetFunctionEventInvokeConfig")
 async def get_event_invoke_config(call: Call) -> Output:
     p = call.params
-    return await run_in_threadpool(call.platform.event_configs.get, p["FunctionName"], p.get("Qualifier"))
+    return await run_in_threadpool(
+        call.platform.event_configs.get, p["FunctionName"], p.get("Qualifier")
+    )
 
 
 @operation("DeleteFunctionEventInvokeConfig")
 async def delete_event_invoke_config(call: Call) -> Output:
     p = call.params
-    await run_in_threadpool(call.platform.event_configs.delete, p["FunctionName"], p.get("Qualifier"))
+    await run_in_threadpool(
+        call.platform.event_configs.delete, p["FunctionName"], p.get("Qualifier")
+    )
     return {}
 
 

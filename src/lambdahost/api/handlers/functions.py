@@ -84,7 +84,9 @@ async def delete_function(call: Call) -> Output:
 
 @operation("TagResource")
 async def tag_resource(call: Call) -> Output:
-    await run_in_threadpool(call.platform.functions.tag, call.params["Resource"], call.params["Tags"])
+    await run_in_threadpool(
+        call.platform.functions.tag, call.params["Resource"], call.params["Tags"]
+    )
     return {}
 
 
@@ -117,5 +119,3 @@ async def get_account_settings(call: Call) -> Output:
         },
         "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
     }
-
-

@@ -79,7 +79,9 @@ async def add_layer_version_permission(call: Call) -> Output:
 @operation("GetLayerVersionPolicy")
 async def get_layer_version_policy(call: Call) -> Output:
     p = call.params
-    return await run_in_threadpool(call.platform.layers.get_policy, p["LayerName"], p["VersionNumber"])
+    return await run_in_threadpool(
+        call.platform.layers.get_policy, p["LayerName"], p["VersionNumber"]
+    )
 
 
 @operation("RemoveLayerVersionPermission")

@@ -15,7 +15,8 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column(
-        "function_versions", sa.Column("layer_digests", sa.JSON, nullable=False, server_default="[]")
+        "function_versions",
+        sa.Column("layer_digests", sa.JSON, nullable=False, server_default="[]"),
     )
     op.create_table(
         "aliases",
