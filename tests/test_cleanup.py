@@ -1,0 +1,70 @@
+"""After the server stops, nothing a sandbox created is left on the host."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+from pathlib import Path
+
+from conftest import create_function, make_zip, start_server, unique
+
+CONTROLLERS = ("memory", "cpu", "pids", "freezer")
+
+
+def instance_groups(state_dir: Path) -> list[Path]:
+    instance = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
+    found = []
+    for controller in CONTROLLERS:
+        parent = Path("/sys/fs/cgroup") / controller / "lambdahost" / instance
+        if parent.is_dir():
+            found += [p for p in parent.iterdir() if p.is_dir()]
+    return found
+
+
+def mounts_mentioning(path: Path) -> list[str]:
+    return [
+        line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in line
+    ]
+
+
+def test_no_leftovers_after_stop(tmp_path: Path) -> None:
+    data = (tmp_path / "data").resolve()
+    srv = start_server(data)
+    state_dir = data / "sandboxes"
+    try:
+        lam = srv.client()
+        name = unique("leftovers")
+        create_function(
+            lam, name, make_zip({"app.py": "import time\ndef handler(e, c):\n    return 1\n"})
+        )
+        for _ in range(3):
+            lam.invoke(FunctionName=name, Payload=json.dumps({}))
+        assert instance_groups(state_dir), "a warm environment should exist while serving"
+    finally:
+        assert srv.kill(signal.SIGTERM) is not None
+    assert instance_groups(state_dir) == []
+    assert mounts_mentioning(data) == []
+    # Only the shared, read-only base (`rootfs/`) stays; no per-sandbox state.
+    per_sandbox = state_dir / "sandboxes"
+    assert not per_sandbox.exists() or list(per_sandbox.iterdir()) == []
+
+
+def test_restart_after_kill_9_cleans_up(tmp_path: Path) -> None:
+    data = (tmp_path / "data").resolve()
+    srv = start_server(data)
+    state_dir = data / "sandboxes"
+    try:
+        lam = srv.client()
+        name = unique("orphans")
+        create_function(lam, name, make_zip({"app.py": "def handler(e, c):\n    return 1\n"}))
+        lam.invoke(FunctionName=name, Payload=b"{}")
+    finally:
+        srv.kill(signal.SIGKILL)
+    assert instance_groups(state_dir), "kill -9 leaves the environment behind"
+    srv = start_server(data)
+    try:
+        srv.client().list_functions()  # the server is up: start-up cleanup has run
+        assert instance_groups(state_dir) == []
+    finally:
+        srv.kill()
