@@ -16,7 +16,7 @@ import pytest
 import lambdahost
 from lambdahost.agent import command
 from lambdahost.agent.boot import encode_candidates
-from lambdahost.agent.protocol import FrameReader, encode
+from lambdahost.agent.protocol import MAX_FRAME, FrameError, FrameReader, encode
 from lambdahost.invoke.model import FunctionSpec
 from lambdahost.runtimes import RUNTIME_DIR, bootstrap_candidates, environment_for
 
@@ -290,3 +290,16 @@ s.recv(1000)
 def test_host_gone_stops_agent_and_runtime(probe: AgentProcess) -> None:
     probe.host.close()
     assert probe.process.wait(5) == 0
+
+
+def test_frame_reader_splits_and_refuses_garbage() -> None:
+    data = encode({"t": "a"}, b"one") + encode({"t": "b"})
+    reader = FrameReader()
+    assert reader.feed(data[:5]) == []
+    assert reader.feed(data[5:]) == [({"t": "a"}, b"one"), ({"t": "b"}, b"")]
+    with pytest.raises(FrameError):
+        FrameReader().feed((MAX_FRAME).to_bytes(4, "big") + (1).to_bytes(4, "big"))
+    with pytest.raises(FrameError):
+        FrameReader().feed(b"\0\0\0\x02\0\0\0\0[]")
+    with pytest.raises(ValueError):
+        FrameReader().feed(b"\0\0\0\x02\0\0\0\0{x")

@@ -151,6 +151,7 @@ def test_timeout_kills_and_next_invoke_works(tmp_path: Path) -> None:
             lines[-3],
         )
         assert "Status: timeout" in lines[-1] and "Duration: 1000.00 ms" in lines[-1]
+        assert "call 1\n" in lines  # printed before the timeout, fetched from the agent
         after = await call(pool, spec)
         assert after.function_error is None and after.log_stream != result.log_stream
 

@@ -121,6 +121,8 @@ class Agent:
             if header.get("t") == "invoke":
                 self.pending = (header, body)
                 self.dispatch()
+            elif header.get("t") == "flush":  # the host gave up waiting (a timeout)
+                self.send({"t": "logs", "logs": self.output.take() if self.output else []})
 
     # -- runtime process ---------------------------------------------------------------
     def init_failed(self, error_type: str, message: str) -> None:

@@ -6,11 +6,13 @@ imports from the rest of the package (inside the sandbox this package is `rapid`
 
 Host → agent:
   {"t": "invoke", "id", "deadline_ms", "arn", "trace", "client_context", "identity"} + payload
+  {"t": "flush"}                                         answered by "logs" (on timeouts)
 Agent → host:
   {"t": "ready", "init_ms", "logs"}                      runtime asked for its first event
   {"t": "init_error", "error_type", "logs"} + error doc  runtime posted /runtime/init/error
   {"t": "result", "id", "ok", "error_type", "logs"} + response or error document
   {"t": "exit", "status", "signal", "logs"}              runtime exited (agent exits after)
+  {"t": "logs", "logs"}                                  output so far, answering "flush"
 `logs` is a list of [epoch_ms, text] with text ending in a newline.
 """
 
@@ -20,6 +22,13 @@ import json
 import struct
 
 HEADER = struct.Struct("!II")
+# Payloads are capped at ~6 MB and logs at 4 MB a phase; anything bigger is not from a healthy
+# agent (the function runs as the agent's uid and could reach its socket), so refuse it.
+MAX_FRAME = 64 * 1024 * 1024
+
+
+class FrameError(ValueError):
+    pass
 
 
 def encode(header: dict[str, object], body: bytes = b"") -> bytes:
@@ -38,10 +47,14 @@ class FrameReader:
         frames = []
         while len(self._buffer) >= HEADER.size:
             head_len, body_len = HEADER.unpack_from(self._buffer)
+            if head_len + body_len > MAX_FRAME:
+                raise FrameError(f"frame of {head_len + body_len} bytes")
             end = HEADER.size + head_len + body_len
             if len(self._buffer) < end:
                 break
             head = json.loads(self._buffer[HEADER.size : HEADER.size + head_len])
+            if not isinstance(head, dict):
+                raise FrameError("frame header is not an object")
             frames.append((head, bytes(self._buffer[HEADER.size + head_len : end])))
             del self._buffer[:end]
         return frames

@@ -33,7 +33,10 @@ class Message:
 
     @property
     def logs(self) -> list[tuple[int, str]]:
-        return [(stamp, text) for stamp, text in self.header.get("logs", ())]
+        try:
+            return [(int(stamp), str(text)) for stamp, text in self.header.get("logs", ())]
+        except (TypeError, ValueError):
+            return []  # garbage from a tampered-with agent: lose the logs, not the platform
 
 
 def cpu_shares_for(memory_mb: int) -> int:
@@ -52,8 +55,14 @@ class AgentLink(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        for header, body in self.frames.feed(data):
-            self.on_message(Message(header.get("t", ""), header, body))
+        try:
+            frames = self.frames.feed(data)
+        except ValueError:  # FrameError, bad JSON: this environment cannot be trusted
+            if self.transport is not None:
+                self.transport.abort()  # connection_lost() follows and reports it dead
+            return
+        for header, body in frames:
+            self.on_message(Message(str(header.get("t", "")), header, body))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_message(Message("lost"))
@@ -155,6 +164,18 @@ class Environment:
         }
         assert self.link is not None
         self.link.send(header, request.payload)
+
+    async def flush_logs(self, timeout_s: float = 0.25) -> list[tuple[int, str]]:
+        """The output captured since the last message (asked for when giving up waiting)."""
+        if self.dead or self.link is None:
+            return []
+        self.link.send({"t": "flush"})
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await self.next_message()
+        except TimeoutError:
+            return []
+        return message.logs
 
     def max_memory_mb(self) -> int:
         try:

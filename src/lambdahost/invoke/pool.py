@@ -129,7 +129,7 @@ class EnvironmentPool:
             async with asyncio.timeout(INIT_TIMEOUT_S):
                 message = await env.next_message()
         except TimeoutError:
-            message = Message("timeout")
+            message = Message("timeout", {"logs": await env.flush_logs()})
         init_ms = (time.perf_counter() - started) * 1000
         init_lines += message.logs
         if message.kind == "ready":
@@ -151,7 +151,7 @@ class EnvironmentPool:
             async with asyncio.timeout(spec.timeout_s):
                 message = await env.next_message()
         except TimeoutError:
-            message = Message("timeout")
+            message = Message("timeout", {"logs": await env.flush_logs()})
         duration_ms = (time.perf_counter() - started) * 1000
         lines += message.logs
         status = ""

@@ -58,6 +58,9 @@ DENIED_SYSCALLS: dict[str, int] = {
     "process_vm_readv": 310,
     "process_vm_writev": 311,
     "kcmp": 312,
+    # Taking another process's descriptors (e.g. the agent's host socket) or memory hints.
+    "pidfd_getfd": 438,
+    "process_madvise": 440,
     "bpf": 321,
     "keyctl": 250,
     "add_key": 248,
