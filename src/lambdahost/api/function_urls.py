@@ -1,0 +1,406 @@
+"""Function URL requests: HTTP in, payload format 2.0 event, function result, HTTP out.
+
+Two ways in, both on the API's port:
+- by host: `Host: <url-id>.lambda-url.<region>.localhost[:port]` (what `FunctionUrl` says;
+  `*.localhost` resolves to 127.0.0.1 in browsers and with systemd-resolved), and
+- by path, needing no DNS: `http://127.0.0.1:<port>/_lambdahost/url/<url-id>/<path…>`; the
+  function sees `/<path…>` as its rawPath.
+
+Access follows Lambda: an `AWS_IAM` URL takes requests SigV4-signed (service `lambda`) by the
+root credentials; a `NONE` URL takes anonymous requests only when the function's
+resource-based policy lets the public principal `lambda:InvokeFunctionUrl` (with
+`lambda:FunctionUrlAuthType` NONE) *and* `lambda:InvokeFunction` (with
+`lambda:InvokedViaFunctionUrl`), as Lambda requires of URLs created since October 2025.
+CORS preflights are answered from the URL's `Cors` config without invoking the function.
+RESPONSE_STREAM URLs are served buffered for now."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lambdahost.api import sigv4
+from lambdahost.control.permissions import INVOKE_FUNCTION, INVOKE_FUNCTION_URL
+from lambdahost.control.urls import FunctionUrl
+from lambdahost.errors import LambdaError
+from lambdahost.platform import Platform
+
+log = logging.getLogger("lambdahost.api.urls")
+PATH_PREFIX = "/_lambdahost/url/"
+REQUEST_MAX = 6 * 1024 * 1024
+_HOST = re.compile(r"^([a-z0-9]{32})\.lambda-url\.([a-z0-9-]+)\.localhost\.?(?::\d+)?$")
+_PATH = re.compile(r"^/_lambdahost/url/([a-z0-9]{32})(/.*)?$")
+# Framing headers are the server's business, not the function's.
+_HOP_BY_HOP = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive"))
+_TEXT_TYPES = ("application/json", "application/javascript", "application/xml")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which URL a request is for, and the path the function should see."""
+
+    url_id: str
+    raw_path: str
+    region: str | None  # from the host form; None for the path form
+
+
+class UrlRejection(Exception):
+    """A request the URL answers itself, without the function: status and JSON body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def target_of(request: Request) -> Target | None:
+    """The function URL a request addresses, or None for an ordinary API request."""
+    raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+    host = (request.headers.get("host") or "").lower()
+    if m := _HOST.match(host):
+        return Target(m[1], raw_path or "/", m[2])
+    if raw_path.startswith(PATH_PREFIX) and (m := _PATH.match(raw_path)):
+        return Target(m[1], m[2] or "/", None)
+    return None
+
+
+class FunctionUrlFrontend:
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        creds = platform.settings.credentials
+        self._secrets = {creds.access_key_id: creds.secret_access_key}
+
+    async def handle(self, request: Request, target: Target) -> Response:
+        request_id = str(uuid.uuid4())
+        url: FunctionUrl | None = None
+        try:
+            url = await self._find(target)
+            if _is_preflight(request) and url.cors is not None:
+                return _preflight(url.cors, request)
+            body = await _read_body(request)
+            caller = self._authorize(url, request, body)
+            event = self._event(url, target, request, body, caller, request_id)
+            status, headers, content, request_id = await self._invoke(url, event)
+        except UrlRejection as exc:
+            status, headers, content = _message(exc.status, exc.message)
+        except Exception:
+            log.exception("internal error serving function URL %s", target.url_id)
+            status, headers, content = _message(500, "Internal Server Error")
+        if url is not None and url.cors is not None:
+            headers = _with_cors(url.cors, request.headers.get("origin"), headers)
+        response = Response(content, status)
+        response.raw_headers.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1", "replace"))
+            for name, value in [*headers, ("x-amzn-requestid", request_id)]
+        )
+        return response
+
+    async def _find(self, target: Target) -> FunctionUrl:
+        if target.region is not None and target.region != self.platform.settings.region:
+            raise UrlRejection(404, "Not Found")
+        url = await run_in_threadpool(self.platform.urls.find, target.url_id)
+        if url is None:
+            raise UrlRejection(404, "Not Found")
+        return url
+
+    # -- auth -----------------------------------------------------------------------------
+
+    def _authorize(self, url: FunctionUrl, request: Request, body: bytes) -> str | None:
+        """Check access; return the caller's access key id (AWS_IAM) or None (anonymous)."""
+        if url.auth_type == "AWS_IAM":
+            if not self.platform.settings.auth:
+                return self.platform.settings.credentials.access_key_id
+            signed = sigv4.SignedRequest(
+                method=request.method,
+                path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+                query=request.scope.get("query_string", b"").decode("latin-1"),
+                headers=[
+                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
+                ],
+                body=body,
+            )
+            try:
+                return sigv4.verify(signed, self._secrets.get)
+            except sigv4.AuthError as exc:
+                missing = exc.code == "MissingAuthenticationTokenException"
+                raise UrlRejection(403, "Forbidden" if missing else exc.message) from None
+        context = {
+            "lambda:FunctionUrlAuthType": "NONE",
+            "lambda:InvokedViaFunctionUrl": "true",
+        }
+        permissions = self.platform.permissions
+        for action in (INVOKE_FUNCTION_URL, INVOKE_FUNCTION):
+            if not permissions.allows_public(url.function_name, url.qualifier, action, context):
+                raise UrlRejection(403, "Forbidden")
+        return None
+
+    # -- the event ------------------------------------------------------------------------
+
+    def _event(
+        self,
+        url: FunctionUrl,
+        target: Target,
+        request: Request,
+        body: bytes,
+        caller: str | None,
+        request_id: str,
+    ) -> dict[str, Any]:
+        settings = self.platform.settings
+        headers: dict[str, str] = {}
+        cookies: list[str] = []
+        for raw_name, raw_value in request.scope["headers"]:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            if name == "cookie":
+                cookies += [c.strip() for c in value.split(";") if c.strip()]
+            else:
+                headers[name] = f"{headers[name]},{value}" if name in headers else value
+        source_ip = request.client.host if request.client else "127.0.0.1"
+        headers.setdefault("x-forwarded-for", source_ip)
+        headers.setdefault("x-forwarded-proto", request.url.scheme)
+        if request.url.port:
+            headers.setdefault("x-forwarded-port", str(request.url.port))
+        headers.setdefault(
+            "x-amzn-trace-id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
+        )
+        raw_query = request.scope.get("query_string", b"").decode("latin-1")
+        now = datetime.now(UTC)
+        domain = f"{url.url_id}.lambda-url.{settings.region}.localhost"
+        context: dict[str, Any] = {
+            "accountId": settings.account_id if caller else "anonymous",
+            "apiId": url.url_id,
+            "domainName": domain,
+            "domainPrefix": url.url_id,
+            "http": {
+                "method": request.method,
+                "path": target.raw_path,
+                "protocol": f"HTTP/{request.scope.get('http_version', '1.1')}",
+                "sourceIp": source_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        }
+        if caller:
+            account = settings.account_id
+            context["authorizer"] = {
+                "iam": {
+                    "accessKey": caller,
+                    "accountId": account,
+                    "callerId": account,
+                    "cognitoIdentity": None,
+                    "principalOrgId": None,
+                    "userArn": f"arn:aws:iam::{account}:root",
+                    "userId": account,
+                }
+            }
+        event: dict[str, Any] = {
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": target.raw_path,
+            "rawQueryString": raw_query,
+        }
+        if cookies:
+            event["cookies"] = cookies
+        event["headers"] = headers
+        if raw_query:
+            params: dict[str, str] = {}
+            for key, value in parse_qsl(raw_query, keep_blank_values=True):
+                params[key] = f"{params[key]},{value}" if key in params else value
+            event["queryStringParameters"] = params
+        event["requestContext"] = context
+        is_base64 = False
+        if body:
+            text = _as_text(body, headers.get("content-type", ""))
+            is_base64 = text is None
+            event["body"] = base64.b64encode(body).decode() if text is None else text
+        event["isBase64Encoded"] = is_base64
+        return event
+
+    # -- invoking and the response --------------------------------------------------------
+
+    async def _invoke(
+        self, url: FunctionUrl, event: dict[str, Any]
+    ) -> tuple[int, list[tuple[str, str]], bytes, str]:
+        try:
+            outcome = await self.platform.invoker.invoke(
+                url.function_name,
+                qualifier=url.qualifier or None,
+                payload=json.dumps(event).encode(),
+            )
+        except LambdaError as exc:
+            raise _rejection_for(exc) from None
+        if outcome.function_error:
+            raise UrlRejection(502, "Internal Server Error")
+        status, headers, content = http_response(outcome.payload)
+        return status, headers, content, outcome.request_id
+
+
+def _message(status: int, message: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    return status, [("content-type", "application/json")], json.dumps({"Message": message}).encode()
+
+
+def http_response(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Map a function's result to HTTP as Lambda does for payload format 2.0.
+
+    A JSON object with `statusCode` describes the response; any other result is returned as
+    a 200 `application/json` body, unchanged."""
+    try:
+        value = json.loads(payload) if payload else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or "statusCode" not in value:
+        return 200, [("content-type", "application/json")], payload
+    try:
+        status = int(value["statusCode"])
+        if not 100 <= status <= 599:
+            raise ValueError(status)
+        headers = [
+            (str(k), _header_value(v))
+            for k, v in (value.get("headers") or {}).items()
+            if str(k).lower() not in _HOP_BY_HOP
+        ]
+        cookies = [str(c) for c in value.get("cookies") or []]
+        content = _body_bytes(value.get("body"), bool(value.get("isBase64Encoded")))
+    except (TypeError, ValueError, AttributeError, binascii.Error):
+        raise UrlRejection(502, "Internal Server Error") from None
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("content-type", "application/json"))
+    headers += [("set-cookie", cookie) for cookie in cookies]
+    return status, headers, content
+
+
+def _header_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        raise TypeError("header values must be scalars")
+    return str(value)
+
+
+def _body_bytes(body: Any, is_base64: bool) -> bytes:
+    if body is None:
+        return b""
+    if not isinstance(body, str):
+        return json.dumps(body).encode()
+    if is_base64:
+        return base64.b64decode(body, validate=True)
+    return body.encode()
+
+
+def _rejection_for(exc: LambdaError) -> UrlRejection:
+    if exc.status == 429:
+        return UrlRejection(429, "Rate Exceeded.")
+    if exc.status == 413:
+        return UrlRejection(413, "Request Entity Too Large")
+    if exc.status == 404:
+        return UrlRejection(404, "Not Found")
+    if exc.status >= 500:
+        return UrlRejection(exc.status, "Internal Server Error")
+    return UrlRejection(exc.status if exc.status != 409 else 503, exc.message)
+
+
+def _as_text(body: bytes, content_type: str) -> str | None:
+    """The body as text when its type is textual (and it decodes), else None for base64."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    textual = (
+        kind.startswith("text/")
+        or kind in _TEXT_TYPES
+        or kind.endswith("+json")
+        or kind.endswith("+xml")
+    )
+    if not textual:
+        return None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > REQUEST_MAX:
+            raise UrlRejection(413, "Request Entity Too Large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- CORS -----------------------------------------------------------------------------------
+
+
+def _is_preflight(request: Request) -> bool:
+    return (
+        request.method == "OPTIONS"
+        and "origin" in request.headers
+        and "access-control-request-method" in request.headers
+    )
+
+
+def _allowed_origin(cors: dict[str, Any], origin: str | None) -> str | None:
+    """The Access-Control-Allow-Origin value for `origin`, or None when it is not allowed."""
+    if not origin:
+        return None
+    origins = cors.get("AllowOrigins") or []
+    if "*" in origins:
+        # With credentials a browser rejects "*": name the origin instead.
+        return origin if cors.get("AllowCredentials") else "*"
+    return origin if origin in origins else None
+
+
+def _preflight(cors: dict[str, Any], request: Request) -> Response:
+    headers: list[tuple[str, str]] = []
+    allow_origin = _allowed_origin(cors, request.headers.get("origin"))
+    wanted = request.headers.get("access-control-request-method", "").upper()
+    methods = [m.upper() for m in cors.get("AllowMethods") or []]
+    if allow_origin and ("*" in methods or wanted in methods):
+        headers.append(("access-control-allow-origin", allow_origin))
+        headers.append(("access-control-allow-methods", ",".join(methods)))
+        if cors.get("AllowHeaders"):
+            headers.append(("access-control-allow-headers", ",".join(cors["AllowHeaders"])))
+        if cors.get("ExposeHeaders"):
+            headers.append(("access-control-expose-headers", ",".join(cors["ExposeHeaders"])))
+        if cors.get("MaxAge") is not None:
+            headers.append(("access-control-max-age", str(cors["MaxAge"])))
+        if cors.get("AllowCredentials"):
+            headers.append(("access-control-allow-credentials", "true"))
+    headers.append(("vary", "Origin"))
+    response = Response(b"", 200)
+    response.raw_headers.extend(
+        (k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers
+    )
+    return response
+
+
+def _with_cors(
+    cors: dict[str, Any], origin: str | None, headers: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The URL's CORS config replaces whatever CORS headers the function returned."""
+    kept = [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
+    allow_origin = _allowed_origin(cors, origin)
+    if allow_origin is None:
+        return kept
+    kept.append(("access-control-allow-origin", allow_origin))
+    if cors.get("ExposeHeaders"):
+        kept.append(("access-control-expose-headers", ",".join(cors["ExposeHeaders"])))
+    if cors.get("AllowCredentials"):
+        kept.append(("access-control-allow-credentials", "true"))
+    kept.append(("vary", "Origin"))
+    return kept
