@@ -70,7 +70,8 @@ def connect(service: str, endpoint_url: str, region: str, data_dir: Path | None)
         service,
         endpoint_url=endpoint_url,
         region_name=region,
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=960),
+        # No retries: a retried Invoke would run the function twice.
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=960),
         **keys,
     )
 

@@ -46,7 +46,12 @@ def parse_since(since: str, now: float | None = None) -> int:
 
 
 def group_for(name: str) -> str:
-    return name if name.startswith("/") else f"/aws/lambda/{name.split(':')[-1]}"
+    """A log group as given, else the function's, from a name, NAME:QUALIFIER or an ARN."""
+    if name.startswith("/"):
+        return name
+    parts = name.split(":")
+    function = parts[6] if name.startswith("arn:") and len(parts) > 6 else parts[0]
+    return f"/aws/lambda/{function}"
 
 
 def logs(

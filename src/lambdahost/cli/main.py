@@ -46,6 +46,11 @@ def serve(
         envvar="LAMBDAHOST_TRANSITION_DELAY",
         help="Seconds a function stays Pending/InProgress after a change.",
     ),
+    async_time_scale: float = typer.Option(
+        1.0,
+        envvar="LAMBDAHOST_ASYNC_TIME_SCALE",
+        help="Scale async retry delays and maximum event age (e.g. 0.01 in tests).",
+    ),
     log_level: str = typer.Option("info", envvar="LAMBDAHOST_LOG_LEVEL"),
 ) -> None:
     """Start the API server."""
@@ -68,6 +73,7 @@ def serve(
         auth=not no_auth,
         keepalive_s=keepalive,
         transition_delay_s=transition_delay,
+        async_time_scale=async_time_scale,
         credentials=credentials,
     )
     if no_auth:

@@ -33,6 +33,7 @@ PUT_TOO_OLD_MS = 14 * DAY_MS  # PutLogEvents rejects events older than this...
 PUT_TOO_NEW_MS = 2 * 3_600_000  # ...or further in the future than this
 LIST_LIMIT = 50
 EVENTS_LIMIT = 10_000
+RESPONSE_BYTES = 1_048_576  # event pages stop at 1 MB of messages, as CloudWatch's do
 FILTER_SCAN_BUDGET = 200_000  # rows one FilterLogEvents call may examine before paging
 SCAN_CHUNK = 1_000
 TOKEN_TS_MAX = 2**63 - 1  # SQLite's (and PostgreSQL's) largest integer
@@ -438,10 +439,11 @@ class LogService:
                 raise ResourceNotFound(STREAM_MISSING)
             if direction == "f":
                 query = select(LogEventRow).where(*where, _after(position))
-                rows = list(s.scalars(query.order_by(*_ORDER).limit(limit)))
+                rows = _within_budget(list(s.scalars(query.order_by(*_ORDER).limit(limit))))
             else:
                 query = select(LogEventRow).where(*where, _before(position))
-                rows = list(s.scalars(query.order_by(*_ORDER_DESC).limit(limit)))[::-1]
+                newest_first = list(s.scalars(query.order_by(*_ORDER_DESC).limit(limit)))
+                rows = _within_budget(newest_first)[::-1]
         if rows:
             forward = position_token("f", _position(rows[-1]))
             backward = position_token("b", _position(rows[0]))
@@ -483,26 +485,28 @@ class LogService:
             where.append(LogEventRow.stream_name.in_(names))
         elif prefix:
             where.append(_starts_with(LogEventRow.stream_name, prefix))
-        matched: list[LogEventRow] = []
-        scanned = 0
-        exhausted = False
+        events: list[LogEventRow] = []
+        size = scanned = 0
+        resume: Position | None = None  # where the next page starts, if there is one
+        chunk = limit + 1 if pattern.matches_everything else SCAN_CHUNK
         with self.db.session() as s:
             self._require_group(s, group)
-            while len(matched) <= limit and scanned < FILTER_SCAN_BUDGET:
-                chunk = SCAN_CHUNK if not pattern.matches_everything else limit + 1
-                query = select(LogEventRow).where(*where, _after(position))
-                rows = list(s.scalars(query.order_by(*_ORDER).limit(chunk)))
-                for row in rows:
-                    position = _position(row)
-                    if pattern.matches(row.message):
-                        matched.append(row)
-                        if len(matched) > limit:
-                            break
-                scanned += len(rows)
-                if len(rows) < chunk:
-                    exhausted = len(matched) <= limit
+            for row in _rows_after(s, where, position, chunk):
+                if scanned >= FILTER_SCAN_BUDGET:
+                    # AWS pages the same way, sometimes with an empty page: clients keep
+                    # following nextToken.
+                    resume = position
                     break
-        events = matched[:limit]
+                scanned += 1
+                if pattern.matches(row.message):
+                    if len(events) == limit or (
+                        events and size + len(row.message) > RESPONSE_BYTES
+                    ):
+                        resume = position
+                        break
+                    events.append(row)
+                    size += len(row.message)
+                position = _position(row)
         output: dict[str, Any] = {
             "events": [
                 {
@@ -516,18 +520,9 @@ class LogService:
             ],
             "searchedLogStreams": [],
         }
-        if not exhausted:
-            # More matches, or the scan budget ran out: AWS pages the same way, sometimes
-            # with an empty page, and clients keep following nextToken.
-            resume = _position(events[-1]) if len(matched) > limit else position
+        if resume is not None:
             output["nextToken"] = opaque_token(*resume)
         return output
-
-    # retention
-
-    def purge_expired(self, now: int | None = None) -> int:
-        """Delete events older than their group's retention now; returns how many went."""
-        return self.store.purge_expired(now)
 
 
 _ORDER = (LogEventRow.timestamp_ms, LogEventRow.id)
@@ -553,6 +548,29 @@ def _before(p: Position) -> ColumnElement[bool]:
         LogEventRow.timestamp_ms <= ts,
         or_(LogEventRow.timestamp_ms < ts, LogEventRow.id < row_id),
     )
+
+
+def _rows_after(
+    s: Session, where: list[ColumnElement[bool]], position: Position, chunk: int
+) -> Iterator[LogEventRow]:
+    """Matching rows after `position` in (timestamp, id) order, fetched `chunk` at a time."""
+    while True:
+        query = select(LogEventRow).where(*where, _after(position))
+        rows = list(s.scalars(query.order_by(*_ORDER).limit(chunk)))
+        yield from rows
+        if len(rows) < chunk:
+            return
+        position = _position(rows[-1])
+
+
+def _within_budget(rows: list[LogEventRow]) -> list[LogEventRow]:
+    """The leading rows whose messages fit in one response (always at least one)."""
+    size = 0
+    for i, row in enumerate(rows):
+        size += len(row.message)
+        if size > RESPONSE_BYTES and i > 0:
+            return rows[:i]
+    return rows
 
 
 def _time_window(params: dict[str, Any]) -> list[ColumnElement[bool]]:
