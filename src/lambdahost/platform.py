@@ -20,6 +20,7 @@ from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.destinations import Destinations
 from lambdahost.invoke.dispatcher import Dispatcher
 from lambdahost.invoke.pool import EnvironmentPool
+from lambdahost.invoke.provisioned import ProvisionedConcurrency
 from lambdahost.invoke.queue import EventQueue
 from lambdahost.invoke.service import Invoker
 from lambdahost.sandbox import open_backend
@@ -68,6 +69,9 @@ class Platform:
             Destinations(settings, self._enqueue_from_thread),
         )
         self.invoker.on_enqueued = self.dispatcher.wake
+        self.provisioned = ProvisionedConcurrency(
+            self.concurrency, self.aliases, self.invoker, self.pool
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -82,8 +86,10 @@ class Platform:
         self.logs.start()
         await self.pool.start()
         await self.dispatcher.start()
+        await self.provisioned.start()
 
     async def stop(self) -> None:
+        await self.provisioned.close()
         await self.dispatcher.close()
         await self.pool.close()
         self.logs.stop()

@@ -5,6 +5,10 @@ chunked bodies, `Expect: 100-continue`. Hand-rolled so the agent needs no `http.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from typing import Protocol
+
+from .chunked import ChunkedDecoder, ChunkedError
 
 REASONS = {
     100: "Continue",
@@ -35,14 +39,30 @@ class Request:
         self.body = body
 
 
-class Connection:
-    """One client connection. `receive()` returns complete requests, or None at EOF."""
+class StreamSink(Protocol):
+    """Takes a streamed request body piece by piece (see `Connection.on_stream`)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def chunk(self, data: bytes) -> None: ...
+    def end(self, trailers: dict[str, str]) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Connection:
+    """One client connection. `receive()` returns complete requests, or None at EOF.
+
+    A chunked request whose head says `Lambda-Runtime-Function-Response-Mode: streaming` is
+    not buffered: `on_stream(request)` (body empty) is called as soon as its head is here and
+    returns the sink its body is fed to as it arrives."""
+
+    def __init__(
+        self, sock: socket.socket, on_stream: Callable[[Request], StreamSink] | None = None
+    ) -> None:
         self.sock = sock
+        self.on_stream = on_stream
         self._buffer = bytearray()
         self._head: tuple[str, str, dict[str, str]] | None = None
         self._continued = False
+        self._stream: tuple[ChunkedDecoder, StreamSink] | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -65,24 +85,16 @@ class Connection:
             requests.append(request)
 
     def _parse_one(self) -> Request | None:
+        while self._stream is not None or self._starts_stream():
+            if not self._pump_stream():
+                return None
         if self._head is None:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > MAX_HEAD:
                     raise ProtocolError("request head too large")
                 return None
-            lines = self._buffer[:end].decode("latin-1").split("\r\n")
-            del self._buffer[: end + 4]
-            try:
-                method, path, _version = lines[0].split(" ", 2)
-            except ValueError:
-                raise ProtocolError("bad request line") from None
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            self._head = (method, path, headers)
-            self._continued = False
+            self._head = self._parse_head(end)
         method, path, headers = self._head
         body = self._take_body(headers)
         if body is None:
@@ -92,6 +104,62 @@ class Connection:
             return None
         self._head = None
         return Request(method, path, headers, body)
+
+    def _starts_stream(self) -> bool:
+        """Parse a head if one is here; True when it opened a streamed body."""
+        if self._head is None:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0 or self.on_stream is None:
+                return False
+            self._head = self._parse_head(end)
+        method, path, headers = self._head
+        streaming = (
+            self.on_stream is not None
+            and headers.get("lambda-runtime-function-response-mode", "").lower() == "streaming"
+            and "chunked" in headers.get("transfer-encoding", "").lower()
+        )
+        if not streaming:
+            return False
+        self._head = None
+        sink = self.on_stream(Request(method, path, headers, b""))  # type: ignore[misc]
+        self._stream = (ChunkedDecoder(), sink)
+        return True
+
+    def _pump_stream(self) -> bool:
+        """Feed buffered body bytes to the open stream; True once it has ended."""
+        assert self._stream is not None
+        decoder, sink = self._stream
+        try:
+            pieces = decoder.feed(self._buffer)
+        except ChunkedError as exc:
+            raise ProtocolError(str(exc)) from None
+        for piece in pieces:
+            sink.chunk(piece)
+        if not decoder.done:
+            return False
+        self._stream = None
+        sink.end(decoder.trailers)
+        return True
+
+    def abandon_stream(self) -> None:
+        """The client went away: tell an open stream's sink it will not end."""
+        if self._stream is not None:
+            self._stream, (_, sink) = None, self._stream
+            sink.abort()
+
+    def _parse_head(self, end: int) -> tuple[str, str, dict[str, str]]:
+        lines = self._buffer[:end].decode("latin-1").split("\r\n")
+        del self._buffer[: end + 4]
+        try:
+            method, path, _version = lines[0].split(" ", 2)
+        except ValueError:
+            raise ProtocolError("bad request line") from None
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self._continued = False
+        return (method, path, headers)
 
     def _take_body(self, headers: dict[str, str]) -> bytes | None:
         if "chunked" in headers.get("transfer-encoding", "").lower():

@@ -23,6 +23,7 @@ MAX_LINE = 256 * 1024  # CloudWatch's event size limit
 RUNTIME_PREFIX = "/2018-06-01/runtime/"
 JSON_TYPE = {"Content-Type": "application/json"}
 STATUS_OK = b'{"status":"OK"}'
+EXTENSION_PREFIXES = ("/2020-01-01/extension/", "/2022-07-01/telemetry", "/2020-08-15/logs")
 
 
 def now_ms() -> int:
@@ -41,6 +42,7 @@ class OutputCapture:
         self.lines: list[list] = []  # [epoch_ms, text]
         self._partial = b""
         self._size = 0
+        self.on_line = None  # (epoch_ms, text) callback, set while telemetry may want lines
         os.set_blocking(fd, False)
 
     def read(self) -> bool:
@@ -71,6 +73,8 @@ class OutputCapture:
         self._size += len(raw)
         if self._size <= MAX_LOG_BYTES:
             self.lines.append([stamp, raw.decode(errors="replace") + "\n"])
+            if self.on_line is not None:
+                self.on_line(stamp, self.lines[-1][1])
 
     def flush(self) -> None:
         if self._partial:
@@ -102,6 +106,7 @@ class Agent:
         self.parked: Connection | None = None  # a runtime waiting in /invocation/next
         self.pending: tuple[dict, bytes] | None = None  # an invoke not yet fetched
         self.current: str | None = None  # request id handed out and not yet answered
+        self.extensions = None  # extensions.Extensions, only once extensions exist
 
     # -- host link ---------------------------------------------------------------------
     def send(self, header: dict, body: bytes = b"") -> None:
@@ -123,6 +128,13 @@ class Agent:
                 self.dispatch()
             elif header.get("t") == "flush":  # the host gave up waiting (a timeout)
                 self.send({"t": "logs", "logs": self.output.take() if self.output else []})
+            elif header.get("t") == "report" and self.extensions is not None:
+                self.extensions.on_report(header)
+            elif header.get("t") == "shutdown":
+                if self.extensions is None:
+                    self.send({"t": "bye", "logs": self.output.take() if self.output else []})
+                    self.shutdown()
+                self.extensions.shutdown(header.get("reason", "spindown"), header["budget_ms"])
 
     # -- runtime process ---------------------------------------------------------------
     def init_failed(self, error_type: str, message: str) -> None:
@@ -141,21 +153,30 @@ class Agent:
                 return
             if pid == self.runtime_pid:
                 self.runtime_exited(status)
+            elif self.extensions is not None:
+                self.extensions.child_exited(pid, status)
 
     def runtime_exited(self, status: int) -> None:
         logs = self.output.take() if self.output else []
         code = os.waitstatus_to_exitcode(status)
         report = {"t": "exit", "status": max(code, 0), "signal": max(-code, 0), "logs": logs}
         report["phase"] = "invoke" if self.initialized else "init"
+        self.runtime_pid = 0
         self.send(report)
-        self.shutdown()
+        if self.extensions is None or not self.extensions.keeps_running():
+            self.shutdown()  # else the host shuts the extensions down ("failure")
 
-    def shutdown(self) -> None:
+    def kill_runtime(self) -> None:
         if self.runtime_pid:
             try:
                 os.killpg(self.runtime_pid, signal.SIGKILL)
             except OSError:
                 pass
+
+    def shutdown(self) -> None:
+        self.kill_runtime()
+        if self.extensions is not None:
+            self.extensions.kill_all()
         os._exit(0)
 
     # -- Runtime API -------------------------------------------------------------------
@@ -178,12 +199,17 @@ class Agent:
             headers["Lambda-Runtime-Client-Context"] = header["client_context"]
         if header.get("identity"):
             headers["Lambda-Runtime-Cognito-Identity"] = header["identity"]
+        if self.extensions is not None:
+            self.extensions.on_invoke(header)
         connection.respond(200, payload, headers)
 
     def handle(self, connection: Connection, request: Request) -> None:
         path = request.path.split("?", 1)[0]
         if not path.startswith(RUNTIME_PREFIX):
-            # Room for /2020-01-01/extension and /2020-08-15/logs, /2022-07-01/telemetry.
+            if path.startswith(EXTENSION_PREFIXES):  # Extensions, Telemetry and Logs APIs
+                from .extensions import attach
+
+                return attach(self).handle(connection, request, path)
             return connection.respond(404, error_body("NotFound", "Not found"), JSON_TYPE)
         route = path[len(RUNTIME_PREFIX) :]
         if route == "invocation/next":
@@ -211,13 +237,19 @@ class Agent:
     def next_invocation(self, connection: Connection) -> None:
         if self.current is not None:
             return self.invalid_transition(connection, "Invoking", "Ready")
+        self.parked = connection
         if not self.initialized:
             self.initialized = True
-            init_ms = (time.monotonic_ns() - self.started_ns) / 1e6
-            logs = self.output.take()
-            self.send({"t": "ready", "init_ms": init_ms, "boot_ms": self.booted_ms, "logs": logs})
-        self.parked = connection
+            if self.extensions is not None:
+                return self.extensions.on_runtime_ready()  # ready once extensions are too
+            self.send_ready()
         self.dispatch()
+
+    def send_ready(self, extra: dict | None = None) -> None:
+        init_ms = (time.monotonic_ns() - self.started_ns) / 1e6
+        logs = self.output.take()
+        header = {"t": "ready", "init_ms": init_ms, "boot_ms": self.booted_ms, "logs": logs}
+        self.send({**header, **(extra or {})})
 
     def invocation_result(
         self, connection: Connection, request: Request, request_id: str, failed: bool
@@ -252,6 +284,8 @@ class Agent:
         header = {"t": "result", "id": request_id, "ok": not failed, "logs": self.output.take()}
         if failed:
             header["error_type"] = error_type
+        if self.extensions is not None:
+            self.extensions.on_result(header, body)
         self.send(header, body)
 
     def not_allowed(self, connection: Connection) -> None:
@@ -271,7 +305,15 @@ class Agent:
         except OSError:
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.selector.register(sock, selectors.EVENT_READ, Connection(sock))
+        connection = Connection(sock)
+        connection.on_stream = lambda request: self.open_stream(connection, request)
+        self.selector.register(sock, selectors.EVENT_READ, connection)
+
+    def open_stream(self, connection: Connection, request: Request):  # noqa: ANN201
+        """A streamed response began (see `streaming`); imported on first use."""
+        from .streaming import ResponseStream
+
+        return ResponseStream(self, connection, request)
 
     def on_connection(self, connection: Connection) -> None:
         try:
@@ -279,9 +321,12 @@ class Agent:
         except ProtocolError:
             requests = None
         if requests is None:
+            connection.abandon_stream()
             self.selector.unregister(connection.sock)
             if self.parked is connection:
                 self.parked = None
+            if self.extensions is not None:
+                self.extensions.forget(connection)
             connection.close()
             return
         for request in requests:
@@ -298,22 +343,29 @@ class Agent:
         self.selector.register(self.listener, selectors.EVENT_READ, "listener")
         if self.output is not None:
             self.selector.register(self.output.fd, selectors.EVENT_READ, "output")
+        self.wake_fd = wake_read
         self.reap()  # the runtime may have exited before SIGCHLD was handled
         while True:
-            for key, _ in self.selector.select():
-                tag = key.data
-                if isinstance(tag, Connection):
-                    self.on_connection(tag)
-                elif tag == "host":
-                    self.on_host()
-                elif tag == "listener":
-                    self.accept()
-                elif tag == "output":
-                    if not self.output.read():
-                        self.selector.unregister(key.fd)
-                elif tag == "signal":
-                    try:
-                        os.read(wake_read, 512)
-                    except BlockingIOError:
-                        pass
-                    self.reap()
+            self.poll(None)
+
+    def poll(self, timeout: float | None) -> None:
+        """One round of the loop (also driven by the extensions' shutdown phase)."""
+        for key, _ in self.selector.select(timeout):
+            tag = key.data
+            if isinstance(tag, Connection):
+                self.on_connection(tag)
+            elif tag == "host":
+                self.on_host()
+            elif tag == "listener":
+                self.accept()
+            elif tag == "output":
+                if not self.output.read():
+                    self.selector.unregister(key.fd)
+            elif tag == "signal":
+                try:
+                    os.read(self.wake_fd, 512)
+                except BlockingIOError:
+                    pass
+                self.reap()
+            elif callable(tag):  # registered by the extensions module
+                tag()

@@ -64,10 +64,13 @@ class LambdaApi:
                 )
             )
             extra = {}
+        if isinstance(wire, Response):  # a handler's own (streamed) response
+            wire.headers.update({"x-amzn-RequestId": request_id, **extra})
+            return wire
         headers = {"x-amzn-RequestId": request_id, **wire.headers, **extra}
         return Response(wire.body, wire.status, headers=headers, media_type=wire.content_type)
 
-    async def _handle(self, request: Request) -> tuple[WireResponse, dict[str, str]]:
+    async def _handle(self, request: Request) -> tuple[WireResponse | Response, dict[str, str]]:
         raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         query_string = request.scope.get("query_string", b"").decode("latin-1")
         body = await _read_body(request)
@@ -94,6 +97,8 @@ class LambdaApi:
         params = parse_request(route, labels, query, headers, body)
         call = Call(self.platform, params, _base_url(request), self.code_urls)
         output = await handler(call)
+        if call.raw_response is not None:
+            return call.raw_response, call.response_headers
         return serialize_response(route, output), call.response_headers
 
     def _authenticate(self, request: Request, path: str, query: str, body: bytes) -> None:

@@ -173,6 +173,8 @@ class Environment:
         try:
             async with asyncio.timeout(timeout_s):
                 message = await self.next_message()
+                while message.kind in ("stream", "chunk"):  # a streamed response in flight
+                    message = await self.next_message()
         except TimeoutError:
             return []
         return message.logs

@@ -27,6 +27,7 @@ class FunctionSpec:
     layer_dirs: tuple[Path, ...] = ()  # unpacked layers, merged into /opt in order
     region: str = "us-east-1"
     account_id: str = "000000000000"
+    initialization_type: str = "on-demand"  # or "provisioned-concurrency"
 
     @property
     def log_group(self) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 import lambdahost
 from lambdahost.invoke.environment import Environment, Message
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult, LogLine
+from lambdahost.invoke.streaming import ChunkCollector
 from lambdahost.runtimes import runtime_version
 from lambdahost.sandbox.api import Backend
 
@@ -68,6 +69,7 @@ class EnvironmentPool:
         self._all: set[Environment] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._provisioned: set[Environment] = set()  # kept warm, exempt from keepalive
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -105,14 +107,71 @@ class EnvironmentPool:
                     doomed.append(env)
         await asyncio.gather(*(self._destroy(env) for env in doomed))
 
+    # -- provisioned concurrency ----------------------------------------------------------
+    async def prewarm(self, spec: FunctionSpec) -> tuple[str | None, str, list[LogLine]]:
+        """Start and initialise one environment before any request needs it (provisioned
+        concurrency). It joins the idle set and is never reclaimed for being idle.
+        Returns (failure reason or None, its log stream, the init log lines)."""
+        env_id = secrets.token_hex(16)
+        env = Environment(env_id, spec, self._log_stream(spec, env_id))
+        env.on_death = self._on_death
+        self._all.add(env)
+        try:
+            await env.start(self.backend, self.runtime_root)
+        except BaseException:
+            self._all.discard(env)
+            await self._destroy(env)
+            raise
+        lines: list[LogLine] = [(now_ms(), self._init_start_line(spec))]
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(INIT_TIMEOUT_S):
+                message = await env.next_message()
+        except TimeoutError:
+            message = Message("timeout", {"logs": await env.flush_logs()})
+        lines += message.logs
+        init_ms = (time.perf_counter() - started) * 1000
+        if message.kind != "ready":
+            await self._discard(env)
+            status = message.header.get("error_type") or message.kind
+            report = (
+                f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: error"
+                f"\tError Type: {status}\n"
+            )
+            lines.append((now_ms(), report))
+            return f"Function failed on initialization: {status}", env.log_stream, lines
+        self._provisioned.add(env)
+        self._park(env)
+        return None, env.log_stream, lines
+
+    def provisioned(self, spec: FunctionSpec) -> int:
+        """Live provisioned environments of exactly this function revision."""
+        self._provisioned = {env for env in self._provisioned if env in self._all and not env.dead}
+        key = (spec.arn, spec.version, spec.revision_id)
+        return sum(1 for env in self._provisioned if env.key == key)
+
+    async def unprovision(self, spec: FunctionSpec, count: int | None = None) -> None:
+        """Stop keeping `count` (default: all) provisioned environments of this function version;
+        idle ones are destroyed now, busy ones become ordinary environments."""
+        doomed = [env for env in self._provisioned if env.spec.key == spec.key]
+        if count is not None:
+            doomed = doomed[:count]
+        for env in doomed:
+            self._provisioned.discard(env)
+            if self._take_out_of_idle(env):
+                self._spawn(self._discard(env))
+
     # -- invoke ---------------------------------------------------------------------------
-    async def invoke(self, spec: FunctionSpec, request: InvokeRequest) -> InvokeResult:
+    async def invoke(
+        self, spec: FunctionSpec, request: InvokeRequest, stream: ChunkCollector | None = None
+    ) -> InvokeResult:
+        """`stream` receives a streamed response's chunks as they come (see `streaming`)."""
         if self._closed:
             raise RuntimeError("the environment pool is closed")
         self._retire_other_revisions(spec)
         env = await self._take_idle(spec)
         if env is not None:
-            return await self._run(env, request, [], None)
+            return await self._run(env, request, [], None, stream)
         env_id = secrets.token_hex(16)
         env = Environment(env_id, spec, self._log_stream(spec, env_id))
         started = time.perf_counter()
@@ -133,7 +192,7 @@ class EnvironmentPool:
         init_ms = (time.perf_counter() - started) * 1000
         init_lines += message.logs
         if message.kind == "ready":
-            return await self._run(env, request, init_lines, init_ms)
+            return await self._run(env, request, init_lines, init_ms, stream)
         return await self._init_failed(env, request, message, init_lines, init_ms)
 
     async def _run(
@@ -142,14 +201,16 @@ class EnvironmentPool:
         request: InvokeRequest,
         lines: list[LogLine],
         init_ms: float | None,
+        stream: ChunkCollector | None = None,
     ) -> InvokeResult:
         spec, request_id = env.spec, request.request_id
+        collector = stream or ChunkCollector()
         lines.append((now_ms(), f"START RequestId: {request_id} Version: {spec.version}\n"))
         started = time.perf_counter()
         env.send_invoke(request, now_ms() + spec.timeout_s * 1000)
         try:
             async with asyncio.timeout(spec.timeout_s):
-                message = await env.next_message()
+                message = await collector.await_result(env)
         except TimeoutError:
             message = Message("timeout", {"logs": await env.flush_logs()})
         duration_ms = (time.perf_counter() - started) * 1000
@@ -314,7 +375,9 @@ class EnvironmentPool:
             await asyncio.sleep(interval)
             deadline = time.monotonic() - self.keepalive_s
             for idle in list(self._idle.values()):
-                for env in [env for env in idle if env.last_used < deadline]:
+                for env in [
+                    env for env in idle if env.last_used < deadline and env not in self._provisioned
+                ]:
                     self._take_out_of_idle(env)
                     self._spawn(self._discard(env))
 

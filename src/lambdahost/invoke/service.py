@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from lambdahost.invoke.layers import merged_opt
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.queue import EventQueue
+from lambdahost.invoke.streaming import ResponseStream
 from lambdahost.store.logs import LogStore
 
 log = logging.getLogger("lambdahost.invoke")
@@ -67,6 +69,7 @@ class Invoker:
         self.logs = logs
         self.queue = queue
         self.on_enqueued: Callable[[], None] = lambda: None
+        self._streaming: set[asyncio.Task[None]] = set()  # streamed invokes still running
 
     async def invoke(
         self,
@@ -79,24 +82,12 @@ class Invoker:
         client_context: str | None = None,
     ) -> InvokeOutcome:
         limit = ASYNC_PAYLOAD_MAX if invocation_type == "Event" else SYNC_PAYLOAD_MAX
-        if len(payload) > limit:
-            raise RequestTooLarge(
-                f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
-            )
-        payload = _checked_json(payload)
-        context_text = _decode_client_context(client_context)
-        version, invoked_arn = await asyncio.to_thread(self.resolve, function_name, qualifier)
-        _check_invocable(version.config)
-        request_id = str(uuid.uuid4())
+        version, request = await self._prepare(
+            function_name, qualifier, payload, limit, client_context
+        )
+        request_id, payload = request.request_id, request.payload
         if invocation_type == "DryRun":
             return InvokeOutcome(204, request_id)
-        request = InvokeRequest(
-            request_id=request_id,
-            payload=payload,
-            invoked_arn=invoked_arn,
-            trace_id=trace_id(),
-            client_context=context_text,
-        )
         if invocation_type == "Event":
             name = version.config["FunctionName"]
             qualifier = qualifier or self.functions.ref(function_name).qualifier
@@ -113,9 +104,85 @@ class Invoker:
             executed_version=spec.version,
         )
         if log_type == "Tail":
-            text = "".join(line for _, line in result.log_lines).encode()
-            outcome.log_result = base64.b64encode(text[-TAIL_BYTES:]).decode()
+            outcome.log_result = log_tail(result)
         return outcome
+
+    async def _prepare(
+        self,
+        function_name: str,
+        qualifier: str | None,
+        payload: bytes,
+        limit: int,
+        client_context: str | None,
+    ) -> tuple[FunctionVersion, InvokeRequest]:
+        """Check a synchronous or asynchronous invoke and resolve what it runs."""
+        if len(payload) > limit:
+            raise RequestTooLarge(
+                f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
+            )
+        payload = _checked_json(payload)
+        context_text = _decode_client_context(client_context)
+        version, invoked_arn = await asyncio.to_thread(self.resolve, function_name, qualifier)
+        _check_invocable(version.config)
+        request = InvokeRequest(
+            request_id=str(uuid.uuid4()),
+            payload=payload,
+            invoked_arn=invoked_arn,
+            trace_id=trace_id(),
+            client_context=context_text,
+        )
+        return version, request
+
+    async def invoke_stream(
+        self,
+        function_name: str,
+        *,
+        qualifier: str | None = None,
+        payload: bytes = b"",
+        dry_run: bool = False,
+        client_context: str | None = None,
+    ) -> tuple[InvokeOutcome, ResponseStream | None]:
+        """Start a synchronous invoke whose response is consumed as it is produced.
+
+        Everything that can fail before the function runs (not found, throttled, bad payload)
+        raises here; the returned stream then yields the chunks and ends with `result` set.
+        The concurrency slot is held until the invoke ends, not until the stream is read."""
+        version, request = await self._prepare(
+            function_name, qualifier, payload, SYNC_PAYLOAD_MAX, client_context
+        )
+        outcome = InvokeOutcome(200, request.request_id)
+        if dry_run:
+            outcome.status = 204
+            return outcome, None
+        spec = self.spec_for(version)
+        outcome.executed_version = spec.version
+        slot = contextlib.ExitStack()
+        slot.enter_context(self.limiter.slot(spec.name))  # TooManyRequests before any byte
+        stream = ResponseStream()
+        task = asyncio.ensure_future(self._run_streaming(spec, request, stream, slot))
+        self._streaming.add(task)
+        task.add_done_callback(self._streaming.discard)
+        return outcome, stream
+
+    async def _run_streaming(
+        self,
+        spec: FunctionSpec,
+        request: InvokeRequest,
+        stream: ResponseStream,
+        slot: contextlib.ExitStack,
+    ) -> None:
+        try:
+            with slot:
+                result = await self.pool.invoke(spec, request, stream)
+        except Exception as exc:
+            log.exception("streaming invoke of %s failed", spec.name)
+            stream.end(None, exc)
+            return
+        except BaseException as exc:
+            stream.end(None, exc)
+            raise
+        self.logs.append(spec.log_group, result.log_stream, result.log_lines)
+        stream.end(result)
 
     def resolve(self, function_name: str, qualifier: str | None) -> tuple[FunctionVersion, str]:
         """The version to run and the ARN the caller invoked (alias routing applied)."""
@@ -163,6 +230,12 @@ class Invoker:
     def _opt(self, layer_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
         merged = merged_opt(self.settings.data_dir / "blobs" / "opt", layer_dirs)
         return (merged,) if merged else ()
+
+
+def log_tail(result: InvokeResult) -> str:
+    """`LogResult`: the last 4 KB of the invoke's log, base64-encoded."""
+    text = "".join(line for _, line in result.log_lines).encode()
+    return base64.b64encode(text[-TAIL_BYTES:]).decode()
 
 
 def _checked_json(payload: bytes) -> bytes:

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.responses import Response
+
 from lambdahost.api.codeurls import CodeUrls
 from lambdahost.platform import Platform
 
@@ -25,6 +27,8 @@ class Call:
     base_url: str
     code_urls: CodeUrls
     response_headers: dict[str, str] = field(default_factory=dict)
+    # A handler that answers with its own response (a stream) sets it; its output is unused.
+    raw_response: Response | None = None
 
 
 Handler = Callable[[Call], Awaitable[Output]]
@@ -48,6 +52,8 @@ def load_all() -> dict[str, Handler]:
         invoke,
         layers,
         permissions,
+        provisioned,
+        streaming,
         urls,
         versions,
     )
