@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from lambdahost.config import Settings
 from lambdahost.control.functions import LATEST, FunctionService
@@ -29,10 +30,7 @@ class EventConfigService:
         with self.db.session() as s:
             row = s.get(EventInvokeConfigRow, (name, qualifier))
             if merge and row is None:
-                raise ResourceNotFound(
-                    f"The function {self.functions.arn(name, qualifier)} doesn't have an "
-                    "EventInvokeConfig"
-                )
+                self._row(s, name, qualifier)  # raises the AWS error
             config = dict(row.config) if (merge and row is not None) else {}
             for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds", "DestinationConfig"):
                 if params.get(key) is not None:
@@ -52,24 +50,12 @@ class EventConfigService:
     def get(self, identifier: str, qualifier: str | None) -> dict[str, Any]:
         name, qualifier = self._target(identifier, qualifier)
         with self.db.session() as s:
-            row = s.get(EventInvokeConfigRow, (name, qualifier))
-            if row is None:
-                raise ResourceNotFound(
-                    f"The function {self.functions.arn(name, qualifier)} doesn't have an "
-                    "EventInvokeConfig"
-                )
-            return self._render(row)
+            return self._render(self._row(s, name, qualifier))
 
     def delete(self, identifier: str, qualifier: str | None) -> None:
         name, qualifier = self._target(identifier, qualifier)
         with self.db.session() as s:
-            row = s.get(EventInvokeConfigRow, (name, qualifier))
-            if row is None:
-                raise ResourceNotFound(
-                    f"The function {self.functions.arn(name, qualifier)} doesn't have an "
-                    "EventInvokeConfig"
-                )
-            s.delete(row)
+            s.delete(self._row(s, name, qualifier))
 
     def list(self, identifier: str, marker: str | None, max_items: int | None) -> dict[str, Any]:
         name = self.functions.ref(identifier).name
@@ -146,6 +132,15 @@ class EventConfigService:
                         f"Function not found: {self.functions.arn(ref.name, qualifier)}"
                     )
         return ref.name, qualifier
+
+    def _row(self, s: Session, name: str, qualifier: str) -> EventInvokeConfigRow:
+        row = s.get(EventInvokeConfigRow, (name, qualifier))
+        if row is None:
+            raise ResourceNotFound(
+                f"The function {self.functions.arn(name, qualifier)} doesn't have an "
+                "EventInvokeConfig"
+            )
+        return row
 
     def _render(self, row: EventInvokeConfigRow) -> dict[str, Any]:
         return {

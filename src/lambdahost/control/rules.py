@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from lambdahost.errors import InvalidParameterValue, LambdaError
+from lambdahost.runtimes import RESERVED
 
 SUPPORTED_RUNTIMES = ("python3.11", "nodejs20.x", "provided.al2023", "provided.al2")
 MEMORY_MIN, MEMORY_MAX = 128, 10_240
@@ -17,28 +18,8 @@ ZIPPED_MAX = 50 * 1024 * 1024
 UNZIPPED_MAX = 262_144_000
 REQUEST_MAX = 70_167_211  # CreateFunction/UpdateFunctionCode body with a base64 zip
 
-RESERVED_ENV = frozenset(
-    {
-        "_HANDLER",
-        "_X_AMZN_TRACE_ID",
-        "AWS_DEFAULT_REGION",
-        "AWS_REGION",
-        "AWS_EXECUTION_ENV",
-        "AWS_LAMBDA_FUNCTION_NAME",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-        "AWS_LAMBDA_FUNCTION_VERSION",
-        "AWS_LAMBDA_INITIALIZATION_TYPE",
-        "AWS_LAMBDA_LOG_GROUP_NAME",
-        "AWS_LAMBDA_LOG_STREAM_NAME",
-        "AWS_ACCESS_KEY",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_LAMBDA_RUNTIME_API",
-        "LAMBDA_TASK_ROOT",
-        "LAMBDA_RUNTIME_DIR",
-    }
-)
+# The reserved variables are the runtime environment's; one list serves both sides.
+RESERVED_ENV = RESERVED
 
 
 class EntityTooLarge(LambdaError):
