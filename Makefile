@@ -31,8 +31,8 @@ run: install
 	$(BIN)/lambdahost serve --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 test: install lint
 	$(BIN)/pytest -q
