@@ -96,17 +96,15 @@ class AliasService:
 
     def resolve(self, function: str, name: str) -> tuple[str, str]:
         """The version an invoke of `function:name` runs now (weighted), and the alias ARN."""
+        primary, routing, arn = self.routing(function, name)
+        return pick_version(primary, routing), arn
+
+    def routing(self, function: str, name: str) -> tuple[str, dict[str, float], str]:
+        """The alias's primary version, its extra version weights, and its ARN."""
         fn_name = self.functions.ref(function).name
         with self.db.session() as s:
             row = self._alias(s, fn_name, name)
-            version, routing = row.function_version, dict(row.routing)
-        roll = random.random()
-        for extra, weight in routing.items():
-            if roll < weight:
-                version = extra
-                break
-            roll -= weight
-        return version, self.functions.arn(fn_name, name)
+            return row.function_version, dict(row.routing), self.functions.arn(fn_name, name)
 
     def version_for(self, function: str, qualifier: str | None) -> str | None:
         """The version a qualifier names: itself, or an alias's primary version."""
@@ -182,6 +180,16 @@ class AliasService:
         if row.routing:
             alias["RoutingConfig"] = {"AdditionalVersionWeights": dict(row.routing)}
         return alias
+
+
+def pick_version(primary: str, routing: dict[str, float]) -> str:
+    """Weighted routing: each extra version gets its weight's share, the primary the rest."""
+    roll = random.random()
+    for extra, weight in routing.items():
+        if roll < weight:
+            return extra
+        roll -= weight
+    return primary
 
 
 def _check_name(name: str) -> None:

@@ -15,11 +15,12 @@ from pathlib import Path
 from lambdahost.agent import command as agent_command
 from lambdahost.agent.boot import encode_candidates
 from lambdahost.agent.protocol import FrameReader, encode
-from lambdahost.invoke.model import FunctionSpec, InvokeRequest
+from lambdahost.invoke.model import FunctionSpec, InvokeRequest, LogLine
 from lambdahost.runtimes import bootstrap_candidates, environment_for
 from lambdahost.sandbox.api import Backend, Mount, Sandbox, SandboxSpec
 
 AGENT_DIR = "/var/rapid"
+SHUTDOWN_BUDGET_MS = 2000  # Lambda's shutdown phase: runtime grace + extensions, in total
 PIDS_MAX = 1024
 
 
@@ -92,6 +93,9 @@ class Environment:
         self.on_death: Callable[[Environment], None] | None = None
         self._waiter: asyncio.Future[Message] | None = None
         self._unclaimed: list[Message] = []
+        self.extensions = 0  # registered extensions (from "ready"): shutdown has a phase
+        self.telemetry = False  # someone subscribed: the agent wants each invoke's report
+        self._bye: asyncio.Future[Message] | None = None
 
     async def start(self, backend: Backend, runtime_root: Path) -> None:
         spec = self.spec
@@ -99,7 +103,9 @@ class Environment:
         try:
             env = environment_for(spec, self.log_stream)
             env["LAMBDAHOST_AGENT_FD"] = str(agent_end.fileno())
-            env["LAMBDAHOST_BOOTSTRAP"] = encode_candidates(bootstrap_candidates(spec.runtime))
+            candidates = bootstrap_candidates(spec.runtime, spec.environment)
+            env["LAMBDAHOST_BOOTSTRAP"] = encode_candidates(candidates)
+            env["LAMBDAHOST_ACCOUNT_ID"] = spec.account_id  # for extensions' registration
             mounts = [
                 Mount(spec.code_dir, "/var/task"),
                 Mount(runtime_root / "runtimes", "/var/runtime"),
@@ -130,6 +136,13 @@ class Environment:
         )
 
     def _received(self, message: Message) -> None:
+        if self._bye is not None and message.kind in ("bye", "lost") and not self._bye.done():
+            self._bye.set_result(message)
+        if message.kind == "bye":
+            return
+        if message.kind == "ready":
+            self.extensions = int(message.header.get("extensions") or 0)
+        self.telemetry = self.telemetry or bool(message.header.get("telemetry"))
         if message.kind in ("exit", "lost", "init_error"):
             if message.kind != "lost" or self.exit is None:
                 self.exit = self.exit or message
@@ -179,9 +192,32 @@ class Environment:
             return []
         return message.logs
 
+    def send_report(self, record: dict) -> None:
+        """An invoke's REPORT for the agent's telemetry subscribers (`platform.report`)."""
+        if self.link is not None:
+            self.link.send({"t": "report", "record": record})
+
+    async def shut_down(self, reason: str, budget_ms: int = SHUTDOWN_BUDGET_MS) -> list[LogLine]:
+        """Lambda's shutdown phase, for environments with extensions: the agent stops the
+        runtime, sends SHUTDOWN (reason spindown | timeout | failure) to the extensions that
+        want it and answers "bye" with the output of the phase. Returns that output."""
+        link = self.link
+        if not self.extensions or link is None or link.transport is None:
+            return []
+        if link.transport.is_closing():
+            return []
+        self._bye = asyncio.get_running_loop().create_future()
+        link.send({"t": "shutdown", "reason": reason, "budget_ms": budget_ms})
+        try:
+            async with asyncio.timeout(budget_ms / 1000 + 1.0):
+                message = await self._bye
+        except TimeoutError:
+            return []
+        return message.logs
+
     def max_memory_mb(self) -> int:
         try:
-            return self.sandbox.stats().memory_peak_bytes >> 20 if self.sandbox else 0
+            return self.sandbox.memory_peak_bytes() >> 20 if self.sandbox else 0
         except Exception:
             return 0
 

@@ -20,7 +20,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from lambdahost.sandbox.api import Backend
 log = logging.getLogger("lambdahost.pool")
 
 INIT_TIMEOUT_S = 10.0
+FREEZE_AFTER_S = 0.05
 Key = tuple[str, str, str]  # (function arn, version, revision id)
 
 
@@ -71,6 +72,9 @@ class EnvironmentPool:
         self._reaper: asyncio.Task[None] | None = None
         self._provisioned: set[Environment] = set()  # kept warm, exempt from keepalive
         self._closed = False
+        # (log group, log stream, lines): output written outside any invoke (the shutdown
+        # phase of environments with extensions). The platform points it at the log store.
+        self.on_logs: Callable[[str, str, list[LogLine]], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -211,9 +215,11 @@ class EnvironmentPool:
         try:
             async with asyncio.timeout(spec.timeout_s):
                 message = await collector.await_result(env)
+                if message.kind == "result" and message.header.get("pending"):
+                    message = await _extensions_done(env, message)
         except TimeoutError:
             message = Message("timeout", {"logs": await env.flush_logs()})
-        duration_ms = (time.perf_counter() - started) * 1000
+        duration_ms = (time.perf_counter() - started) * 1000  # with extensions' time, as billed
         lines += message.logs
         status = ""
         function_error: str | None = "Unhandled"
@@ -237,11 +243,15 @@ class EnvironmentPool:
         memory_mb = env.max_memory_mb()
         lines.append((now_ms(), f"END RequestId: {request_id}\n"))
         lines.append((now_ms(), _report(request_id, duration_ms, spec, memory_mb, init_ms, status)))
+        if env.telemetry:
+            env.send_report(
+                _report_record(request, duration_ms, spec, memory_mb, init_ms, message)
+            )
         if env.dead:
             if message.kind == "timeout":
-                await self._discard(env)  # the function must be stopped when we answer
+                await self._discard(env, "timeout")  # the function must be stopped when we answer
             else:
-                self._spawn(self._discard(env))
+                self._spawn(self._discard(env, "failure"))
         else:
             self._park(env)
         return InvokeResult(
@@ -337,6 +347,9 @@ class EnvironmentPool:
         self._idle.setdefault(env.key, []).append(env)
 
     async def _freeze(self, env: Environment) -> None:
+        # A short grace before freezing: back-to-back invokes (the common hot path) then skip
+        # both the freeze and the thaw, each a cgroup write plus polling.
+        await asyncio.sleep(FREEZE_AFTER_S)
         env.freeze_started = True
         try:
             if env.sandbox is not None and not env.dead:
@@ -382,16 +395,29 @@ class EnvironmentPool:
                     self._spawn(self._discard(env))
 
     # -- teardown -------------------------------------------------------------------------
-    async def _discard(self, env: Environment) -> None:
+    async def _discard(self, env: Environment, reason: str = "spindown") -> None:
         self._all.discard(env)
         self._take_out_of_idle(env)
-        await self._destroy(env)
+        await self._destroy(env, reason)
 
-    async def _destroy(self, env: Environment) -> None:
+    async def _destroy(self, env: Environment, reason: str = "spindown") -> None:
         try:
+            if env.extensions:
+                await self._shut_down(env, reason)
             await env.destroy()
         except Exception:
             log.exception("cannot destroy environment %s", env.id)
+
+    async def _shut_down(self, env: Environment, reason: str) -> None:
+        """Extensions get their SHUTDOWN (≤ 2 s) before the sandbox goes; what they print then
+        goes to the function's log stream through `on_logs`."""
+        try:
+            await self._resume(env)  # a frozen agent cannot run the phase
+        except Exception:
+            return
+        lines = await env.shut_down(reason)
+        if lines and self.on_logs is not None:
+            self.on_logs(env.spec.log_group, env.log_stream, lines)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -409,6 +435,47 @@ class EnvironmentPool:
         digest = hashlib.sha256(version.encode()).hexdigest()
         arn = f"arn:aws:lambda:{spec.region}::runtime:{digest}"
         return f"INIT_START Runtime Version: {version}\tRuntime Version ARN: {arn}\n"
+
+
+async def _extensions_done(env: Environment, result: Message) -> Message:
+    """The runtime answered but extensions still work on the invoke (Lambda keeps the
+    environment busy until they call `next` again): wait for the agent's "done" and fold its
+    output into the result."""
+    message = await env.next_message()
+    if message.kind != "done":
+        return message  # the agent or runtime died meanwhile: handled like a crash
+    result.header["logs"] = [*result.header.get("logs", []), *message.header.get("logs", [])]
+    return result
+
+
+def _report_record(
+    request: InvokeRequest,
+    duration_ms: float,
+    spec: FunctionSpec,
+    memory_mb: int,
+    init_ms: float | None,
+    message: Message,
+) -> dict[str, Any]:
+    """`platform.report`'s record for the Telemetry API."""
+    metrics: dict[str, float | int] = {
+        "durationMs": round(duration_ms, 3),
+        "billedDurationMs": max(1, math.ceil(duration_ms)),
+        "memorySizeMB": spec.memory_mb,
+        "maxMemoryUsedMB": memory_mb,
+    }
+    if init_ms is not None:
+        metrics["initDurationMs"] = round(init_ms, 3)
+    if message.kind == "result":
+        status = "success" if message.header.get("ok") else "error"
+    else:
+        status = "timeout" if message.kind == "timeout" else "failure"
+    record: dict[str, Any] = {"requestId": request.request_id, "status": status}
+    if status == "error":
+        record["errorType"] = message.header.get("error_type") or "Runtime.Unknown"
+    record["metrics"] = metrics
+    if request.trace_id:
+        record["tracing"] = {"type": "X-Amzn-Trace-Id", "value": request.trace_id}
+    return record
 
 
 def _iso_now() -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdahost.config import Settings
-from lambdahost.control.aliases import AliasService
+from lambdahost.control.aliases import AliasService, pick_version
 from lambdahost.control.functions import FunctionService, FunctionVersion
 from lambdahost.errors import (
     InvalidParameterValue,
@@ -68,6 +68,7 @@ class Invoker:
         self.pool = pool
         self.logs = logs
         self.queue = queue
+        self._cache: dict[tuple[str, str, str | None], tuple[int, Any]] = {}
         self.on_enqueued: Callable[[], None] = lambda: None
         self._streaming: set[asyncio.Task[None]] = set()  # streamed invokes still running
 
@@ -122,7 +123,10 @@ class Invoker:
             )
         payload = _checked_json(payload)
         context_text = _decode_client_context(client_context)
-        version, invoked_arn = await asyncio.to_thread(self.resolve, function_name, qualifier)
+        resolved = self.resolve_cached(function_name, qualifier)
+        if resolved is None:
+            resolved = await asyncio.to_thread(self.resolve, function_name, qualifier)
+        version, invoked_arn = resolved
         _check_invocable(version.config)
         request = InvokeRequest(
             request_id=str(uuid.uuid4()),
@@ -185,7 +189,19 @@ class Invoker:
         stream.end(result)
 
     def resolve(self, function_name: str, qualifier: str | None) -> tuple[FunctionVersion, str]:
-        """The version to run and the ARN the caller invoked (alias routing applied)."""
+        """The version to run and the ARN the caller invoked (alias routing applied).
+        Reads the store only on a cache miss; see `resolve_cached`."""
+        return self._resolve(function_name, qualifier, load=True)  # type: ignore[return-value]
+
+    def resolve_cached(
+        self, function_name: str, qualifier: str | None
+    ) -> tuple[FunctionVersion, str] | None:
+        """`resolve` from memory alone (no I/O, safe on the event loop), or None on a miss."""
+        return self._resolve(function_name, qualifier, load=False)
+
+    def _resolve(
+        self, function_name: str, qualifier: str | None, *, load: bool
+    ) -> tuple[FunctionVersion, str] | None:
         ref = self.functions.ref(function_name)
         if ref.qualifier and qualifier and ref.qualifier != qualifier:
             raise InvalidParameterValue(
@@ -193,13 +209,29 @@ class Invoker:
                 "qualifier."
             )
         qualifier = qualifier or ref.qualifier
-        if qualifier is None:
-            version = self.functions.get(ref.name)
-            return version, version.config["FunctionArn"]
-        if qualifier == "$LATEST" or qualifier.isdigit():
-            return self.functions.get(ref.name, qualifier), self.functions.arn(ref.name, qualifier)
-        number, alias_arn = self.aliases.resolve(ref.name, qualifier)
-        return self.functions.get(ref.name, number), alias_arn
+        invoked_arn = self.functions.arn(ref.name, qualifier)
+        number = qualifier
+        if qualifier is not None and qualifier != "$LATEST" and not qualifier.isdigit():
+            routing = self._cached(("alias", ref.name, qualifier), load, self.aliases.routing)
+            if routing is None:
+                return None
+            primary, weights, invoked_arn = routing
+            number = pick_version(primary, weights)
+        version = self._cached(("version", ref.name, number), load, self.functions.get)
+        return None if version is None else (version, invoked_arn)
+
+    def _cached(self, key: tuple[str, str, str | None], load: bool, fetch: Any) -> Any:
+        generation = self.functions.db.generation
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        if not load:
+            return None
+        value = fetch(key[1], key[2])
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (generation, value)
+        return value
 
     async def run(self, spec: FunctionSpec, request: InvokeRequest) -> InvokeResult:
         """Run one request under the function's concurrency limits (TooManyRequests if none)."""

@@ -78,6 +78,11 @@ class Sandbox(abc.ABC):
     def stats(self) -> SandboxStats:
         """Cheap cgroup reads; valid until destroy()."""
 
+    def memory_peak_bytes(self) -> int:
+        """The memory high-water mark alone; what every invoke's REPORT needs, so backends
+        may make it cheaper than a full `stats()`."""
+        return self.stats().memory_peak_bytes
+
     @abc.abstractmethod
     async def destroy(self) -> None:
         """SIGKILL every task in the sandbox's cgroups (thawing first if frozen), reap them,

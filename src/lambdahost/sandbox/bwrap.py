@@ -189,19 +189,7 @@ class BwrapBackend(Backend):
         return sandbox
 
     def cleanup_stale(self) -> int:
-        names = cg.children(self.cgroup_parent, self.cgroup_root)
-        for name in names:
-            cgroups = cg.CgroupSet(f"{self.cgroup_parent}/{name}", self.cgroup_root)
-            try:
-                cgroups.kill_all_blocking()
-                cgroups.remove()
-            except cg.CgroupError as error:
-                raise SandboxError(f"cannot remove stale sandbox {name}: {error}") from error
-        for entry in self._sandboxes_dir.iterdir():
-            names.add(entry.name)
-            shutil.rmtree(entry, ignore_errors=True)
-        cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)  # start() re-creates it
-        return len(names)
+        return remove_stale(self.cgroup_parent, self.cgroup_root, self._sandboxes_dir)
 
 
 # bwrap (the monitor sh became) is in the sandbox's pids cgroup: don't charge it to the function.
@@ -258,6 +246,9 @@ class BwrapSandbox(Sandbox):
     def alive(self) -> bool:
         return self._process.returncode is None
 
+    def memory_peak_bytes(self) -> int:
+        return self.cgroups.memory_peak()
+
     def stats(self) -> SandboxStats:
         return SandboxStats(
             memory_current_bytes=self.cgroups.memory_current(),
@@ -298,6 +289,25 @@ class BwrapSandbox(Sandbox):
             self._stderr_size += len(chunk)
             while self._stderr_size - len(self._stderr[0]) >= _STDERR_TAIL_BYTES:
                 self._stderr_size -= len(self._stderr.popleft())
+
+
+def remove_stale(cgroup_parent: str, cgroup_root: Path, sandboxes_dir: Path) -> int:
+    """Kill and remove every sandbox under `cgroup_parent` and the state dirs in
+    `sandboxes_dir` (shared by the backends: both name their cgroups this way)."""
+    names = cg.children(cgroup_parent, cgroup_root)
+    for name in names:
+        cgroups = cg.CgroupSet(f"{cgroup_parent}/{name}", cgroup_root)
+        try:
+            cgroups.kill_all_blocking()
+            cgroups.remove()
+        except cg.CgroupError as error:
+            raise SandboxError(f"cannot remove stale sandbox {name}: {error}") from error
+    if sandboxes_dir.is_dir():
+        for entry in sandboxes_dir.iterdir():
+            names.add(entry.name)
+            shutil.rmtree(entry, ignore_errors=True)
+    cg.remove_if_empty(cgroup_parent, cgroup_root)  # start() re-creates it
+    return len(names)
 
 
 def _validate(spec: SandboxSpec) -> None:

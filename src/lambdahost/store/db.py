@@ -20,6 +20,13 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Bumped after every commit that changed a function, version or alias, so hot-path
+        # readers can cache those rows and still never serve a stale one (one process; a
+        # cluster needs a shared counter).
+        self.generation = 0
+        event.listen(self._sessions, "after_flush", _note_metadata_writes)
+        event.listen(self._sessions, "after_commit", self._bump_generation)
+        event.listen(self._sessions, "after_soft_rollback", _forget_writes)
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> Database:
@@ -41,6 +48,23 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _bump_generation(self, session: Session) -> None:
+        if session.info.pop("metadata_written", False):
+            self.generation += 1
+
+
+_WATCHED = frozenset({"functions", "function_versions", "aliases"})
+
+
+def _note_metadata_writes(session: Session, _context: object) -> None:
+    changed = (*session.new, *session.dirty, *session.deleted)
+    if any(getattr(obj, "__tablename__", None) in _WATCHED for obj in changed):
+        session.info["metadata_written"] = True
+
+
+def _forget_writes(session: Session, _transaction: object) -> None:
+    session.info.pop("metadata_written", None)
 
 
 def _connect_args(url: str) -> dict[str, object]:

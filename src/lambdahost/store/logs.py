@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from lambdahost.store.db import Database
@@ -149,9 +149,14 @@ class LogStore:
         return deleted
 
     def write(self, batches: list[Batch]) -> None:
+        """Commit batches in one transaction: events by executemany (the hot part), one
+        stream-statistics update per stream."""
         now = int(time.time() * 1000)
+        merged: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for group, stream, lines in batches:
+            merged.setdefault((group, stream), []).extend(lines)
         with self.db.session() as s:
-            for group, stream, lines in batches:
+            for (group, stream), lines in merged.items():
                 # One writer thread: get-or-create needs no upsert, and stays portable.
                 if s.get(LogGroupRow, group) is None:
                     s.add(LogGroupRow(name=group, created_ms=now))
@@ -164,16 +169,21 @@ class LogStore:
                 row.first_event_ms = min(row.first_event_ms or first, first)
                 row.last_event_ms = max(row.last_event_ms or last, last)
                 row.last_ingestion_ms = now
-                s.add_all(
-                    LogEventRow(
-                        group_name=group,
-                        stream_name=stream,
-                        timestamp_ms=t,
-                        ingestion_ms=now,
-                        message=message,
-                    )
+            s.flush()
+            s.execute(
+                insert(LogEventRow),
+                [
+                    {
+                        "group_name": group,
+                        "stream_name": stream,
+                        "timestamp_ms": t,
+                        "ingestion_ms": now,
+                        "message": message,
+                    }
+                    for (group, stream), lines in merged.items()
                     for t, message in lines
-                )
+                ],
+            )
 
     def events(self, group: str, limit: int = 1000) -> list[tuple[str, int, str]]:
         """Newest `limit` events of a group, oldest first: (stream, timestamp ms, message)."""
