@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from lambdahost.api import function_urls, logs, sigv4, sts
 from lambdahost.api.codeurls import PREFIX as CODE_PREFIX
@@ -152,7 +153,24 @@ def _base_url(request: Request) -> str:
     return f"{request.url.scheme}://{host}"
 
 
-def create_app(platform: Platform) -> Starlette:
+class FrontDoor:
+    """The ASGI entry point. API requests go straight to `LambdaApi.handle`, which renders
+    every error itself, skipping Starlette's router and middleware on the hot path;
+    Starlette serves the rest (lifespan, code downloads)."""
+
+    def __init__(self, api: LambdaApi, app: Starlette) -> None:
+        self.api = api
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(CODE_PREFIX):
+            response = await self.api.handle(Request(scope, receive))
+            await response(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app(platform: Platform) -> FrontDoor:
     api = LambdaApi(platform)
 
     @contextlib.asynccontextmanager
@@ -163,9 +181,5 @@ def create_app(platform: Platform) -> Starlette:
         finally:
             await platform.stop()
 
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-    routes = [
-        Route(CODE_PREFIX + "{digest:str}", api.download_code, methods=["GET"]),
-        Route("/{path:path}", api.handle, methods=methods),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes = [Route(CODE_PREFIX + "{digest:str}", api.download_code, methods=["GET"])]
+    return FrontDoor(api, Starlette(routes=routes, lifespan=lifespan))

@@ -171,7 +171,7 @@ class LogStore:
                 row.last_ingestion_ms = now
             s.flush()
             s.execute(
-                insert(LogEventRow),
+                insert(LogEventRow.__table__),  # Core executemany: no ORM bookkeeping
                 [
                     {
                         "group_name": group,
