@@ -226,3 +226,51 @@ def test_unimplemented_operation_is_a_clear_error(lam) -> None:
         lam.list_code_signing_configs()
     assert error_code(exc) == "NotImplementedException"
     assert "ListCodeSigningConfigs" in exc.value.response["Error"]["Message"]
+
+
+def test_malformed_bodies_get_400_not_500(server) -> None:
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    from conftest import start_server
+
+    bodies = [
+        b"{not json",
+        b"[]",
+        b'{"FunctionName": 5}',
+        _json.dumps(
+            {
+                "FunctionName": "a",
+                "Role": ROLE,
+                "Runtime": "python3.11",
+                "Handler": "a.b",
+                "Code": {"ZipFile": [1, 2]},
+            }
+        ).encode(),
+        _json.dumps(
+            {
+                "FunctionName": "a",
+                "Role": ROLE,
+                "Runtime": "python3.11",
+                "Handler": "a.b",
+                "Code": {"ZipFile": "!!!"},
+            }
+        ).encode(),
+    ]
+    srv = start_server(server.data_dir.parent / "malformed", "--no-auth")
+    try:
+        for body in bodies:
+            request = urllib.request.Request(
+                f"{srv.url}/2015-03-31/functions", data=body, method="POST"
+            )
+            with pytest.raises(urllib.error.HTTPError) as exc:
+                urllib.request.urlopen(request)
+            assert exc.value.code == 400, body
+            assert exc.value.headers["x-amzn-ErrorType"] in (
+                "ValidationException",
+                "InvalidParameterValueException",
+            )
+        assert "Traceback" not in srv.log()
+    finally:
+        srv.kill()

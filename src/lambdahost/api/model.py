@@ -237,6 +237,11 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
                 f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have "
                 f"value less than or equal to {meta['max']}"
             )
+    elif kind == "blob":
+        if not isinstance(value, bytes | bytearray):
+            problems.append(
+                f"Value at '{path}' failed to satisfy constraint: Member must be base64 data"
+            )
     elif kind == "boolean":
         if not isinstance(value, bool):
             problems.append(
