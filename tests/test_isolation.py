@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
-from conftest import create_function, make_zip, unique
+from conftest import Server, create_function, make_zip, start_server, unique
 
 PROBE_PY = r"""
 import errno, os, subprocess
@@ -76,6 +77,22 @@ def handler(event, context):
         return {"children": children, "errno": None}
     return None
 """
+
+
+@pytest.fixture(scope="module", params=["zygote", "bwrap"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Every test here runs against a server on each sandbox backend (overrides conftest's)."""
+    data_dir = tmp_path_factory.mktemp(f"lambdahost-{request.param}") / "data"
+    srv = start_server(data_dir, "--sandbox", request.param)
+    yield srv
+    srv.kill()
+
+
+@pytest.fixture(scope="module")
+def lam(server: Server):  # noqa: ANN201 - a botocore client
+    return server.client("lambda")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
-"""Real sandboxes (root, bwrap, cgroup v1): each test starts probes inside and checks what
-they saw. The probe reports through a pipe given in `pass_fds`, so every test also checks
-that descriptors reach the sandbox."""
+"""Real sandboxes (root, cgroup v1), on every backend (bwrap, zygote): each test starts probes
+inside and checks what they saw. The probe reports through a pipe given in `pass_fds`, so
+every test also checks that descriptors reach the sandbox."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from lambdahost.sandbox import Mount, SandboxError, SandboxSpec, open_backend
+from lambdahost.sandbox import BACKENDS, Backend, Mount, SandboxError, SandboxSpec, open_backend
 from lambdahost.sandbox.bwrap import BwrapBackend
+from lambdahost.sandbox.zygote import ZygoteBackend
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")
 
@@ -41,13 +42,20 @@ def task_dir(tmp_path: Path) -> Path:
     return task
 
 
+@pytest.fixture(params=BACKENDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def backend(tmp_path: Path) -> Iterator[BwrapBackend]:
+def backend(tmp_path: Path, kind: str) -> Iterator[Backend]:
     # tmp_path is 0700 root: mount sources and state must still work from there.
-    backend = open_backend(tmp_path / "state")
-    assert isinstance(backend, BwrapBackend)
+    backend = open_backend(tmp_path / "state", kind)
+    assert isinstance(backend, {"bwrap": BwrapBackend, "zygote": ZygoteBackend}[kind])
     yield backend
     backend.cleanup_stale()
+    if isinstance(backend, ZygoteBackend):
+        backend.close()
 
 
 def spec_for(task: Path, code: str, sandbox_id: str, out_fd: int, **kwargs: object) -> SandboxSpec:
@@ -69,7 +77,7 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-async def probe(backend: BwrapBackend, task: Path, code: str, sandbox_id: str = "probe", **kw):
+async def probe(backend: Backend, task: Path, code: str, sandbox_id: str = "probe", **kw):
     """Run `code` in a fresh sandbox; returns (exit status, result dict, stats)."""
     read_end, write_end = os.pipe()
     try:
@@ -87,7 +95,7 @@ async def probe(backend: BwrapBackend, task: Path, code: str, sandbox_id: str = 
     return status, (json.loads(output) if output else {}), stats
 
 
-def test_isolation(backend: BwrapBackend, task_dir: Path, tmp_path: Path) -> None:
+def test_isolation(backend: Backend, task_dir: Path, tmp_path: Path) -> None:
     code = f"""
     import errno, socket
     result["fds"] = sorted(int(n) for n in os.listdir("/proc/self/fd"))
@@ -161,7 +169,7 @@ def test_isolation(backend: BwrapBackend, task_dir: Path, tmp_path: Path) -> Non
     assert seen["certs"] > 10
 
 
-def test_seccomp_denies_escapes(backend: BwrapBackend, task_dir: Path) -> None:
+def test_seccomp_denies_escapes(backend: Backend, task_dir: Path) -> None:
     code = """
     import ctypes, subprocess
     libc = ctypes.CDLL(None, use_errno=True)
@@ -194,7 +202,7 @@ def test_seccomp_denies_escapes(backend: BwrapBackend, task_dir: Path) -> None:
     assert seen["fork_ok"] == 0
 
 
-def test_tmp_is_limited(backend: BwrapBackend, task_dir: Path) -> None:
+def test_tmp_is_limited(backend: Backend, task_dir: Path) -> None:
     code = """
     import errno
     written = 0
@@ -214,7 +222,7 @@ def test_tmp_is_limited(backend: BwrapBackend, task_dir: Path) -> None:
     assert 6 <= seen["written_mb"] <= 8
 
 
-def test_memory_limit_oom_kills(backend: BwrapBackend, task_dir: Path) -> None:
+def test_memory_limit_oom_kills(backend: Backend, task_dir: Path) -> None:
     code = """
     chunks = []
     for _ in range(512):
@@ -230,7 +238,7 @@ def test_memory_limit_oom_kills(backend: BwrapBackend, task_dir: Path) -> None:
     assert stats.memory_peak_bytes >= 60 << 20
 
 
-def test_fork_bomb_stopped_by_pids_limit(backend: BwrapBackend, task_dir: Path) -> None:
+def test_fork_bomb_stopped_by_pids_limit(backend: Backend, task_dir: Path) -> None:
     code = """
     import time
     children = 0
@@ -270,7 +278,7 @@ def test_fork_bomb_stopped_by_pids_limit(backend: BwrapBackend, task_dir: Path) 
     assert subprocess.run(["/bin/true"]).returncode == 0  # the host is fine
 
 
-def test_sandboxes_do_not_share_tmp(backend: BwrapBackend, task_dir: Path) -> None:
+def test_sandboxes_do_not_share_tmp(backend: Backend, task_dir: Path) -> None:
     writer = """
     open("/tmp/secret", "w").write("a")
     os.write(int(os.environ["OUT_FD"]), b"{}")
@@ -295,7 +303,7 @@ def test_sandboxes_do_not_share_tmp(backend: BwrapBackend, task_dir: Path) -> No
     assert asyncio.run(run()) == {"tmp": []}
 
 
-def test_pass_fds_keep_their_numbers(backend: BwrapBackend, task_dir: Path, tmp_path: Path) -> None:
+def test_pass_fds_keep_their_numbers(backend: Backend, task_dir: Path, tmp_path: Path) -> None:
     extra_path = tmp_path / "extra"
     extra_path.write_text("hello")
     code = """
@@ -336,7 +344,7 @@ def _mountinfo() -> list[str]:
     )
 
 
-def test_destroy_leaves_nothing(backend: BwrapBackend, task_dir: Path) -> None:
+def test_destroy_leaves_nothing(backend: Backend, task_dir: Path) -> None:
     mounts_before = _mountinfo()
 
     async def run() -> tuple[list[int], list[Path], Path]:
@@ -361,7 +369,8 @@ def test_destroy_leaves_nothing(backend: BwrapBackend, task_dir: Path) -> None:
         return pids, groups, backend.state_dir / "sandboxes" / "gone"
 
     pids, groups, state = asyncio.run(run())
-    assert len(pids) == 4  # bwrap, sh, two sleeps
+    helpers = 1 if isinstance(backend, BwrapBackend) else 0  # bwrap's monitor
+    assert len(pids) == 3 + helpers  # sh, two sleeps
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -371,9 +380,9 @@ def test_destroy_leaves_nothing(backend: BwrapBackend, task_dir: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_cleanup_stale_after_crash(tmp_path: Path, task_dir: Path) -> None:
+def test_cleanup_stale_after_crash(tmp_path: Path, task_dir: Path, kind: str) -> None:
     state = tmp_path / "state"
-    crashed = open_backend(state)
+    crashed = open_backend(state, kind)
 
     async def start_and_forget() -> list[int]:
         pids = []
@@ -387,13 +396,13 @@ def test_cleanup_stale_after_crash(tmp_path: Path, task_dir: Path) -> None:
     pids = asyncio.run(start_and_forget())
     for pid in pids:
         os.kill(pid, 0)  # still running
-    fresh = open_backend(state)
+    fresh = open_backend(state, kind)
     assert fresh.cleanup_stale() == 2
     for pid in pids:
         deadline = time.monotonic() + 5
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while _running(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not Path(f"/proc/{pid}").exists()
+        assert not _running(pid)
     parent = Path("/sys/fs/cgroup/memory", fresh.cgroup_parent)
     assert not parent.exists()  # the instance's parent group goes too once it is empty
     assert not any((state / "sandboxes").iterdir())
@@ -407,7 +416,7 @@ from pathlib import Path
 from lambdahost.sandbox import SandboxSpec, open_backend
 
 async def main():
-    backend = open_backend(Path(sys.argv[1]))
+    backend = open_backend(Path(sys.argv[1]), sys.argv[2])
     for name in ("crash-1", "crash-2"):
         spec = SandboxSpec(sandbox_id=name, argv=["/bin/sleep", "60"], env={})
         sandbox = await backend.start(spec)
@@ -418,17 +427,17 @@ asyncio.run(main())
 """
 
 
-def test_cleanup_stale_after_server_was_killed(tmp_path: Path) -> None:
+def test_cleanup_stale_after_server_was_killed(tmp_path: Path, kind: str) -> None:
     state = tmp_path / "state"
     server = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_SERVER, str(state)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CRASHING_SERVER, str(state), kind], stdout=subprocess.PIPE, text=True
     )
     assert server.stdout is not None
     pids = [int(server.stdout.readline()) for _ in range(2)]
     os.kill(server.pid, signal.SIGKILL)
     server.wait()
     try:
-        fresh = open_backend(state)
+        fresh = open_backend(state, kind)
         assert fresh.cleanup_stale() == 2
         for pid in pids:
             deadline = time.monotonic() + 5
@@ -450,7 +459,7 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_freeze_and_thaw(backend: BwrapBackend, task_dir: Path) -> None:
+def test_freeze_and_thaw(backend: Backend, task_dir: Path) -> None:
     ticker = """
     import time
     fd = int(os.environ["OUT_FD"])
@@ -498,7 +507,7 @@ def test_freeze_and_thaw(backend: BwrapBackend, task_dir: Path) -> None:
     assert freeze_s < 1 and thaw_s < 1
 
 
-def test_start_errors(backend: BwrapBackend, task_dir: Path) -> None:
+def test_start_errors(backend: Backend, task_dir: Path) -> None:
     async def run() -> None:
         with pytest.raises(SandboxError):
             await backend.start(SandboxSpec(sandbox_id="Bad_Id", argv=["/bin/true"], env={}))
@@ -536,7 +545,7 @@ def test_start_errors(backend: BwrapBackend, task_dir: Path) -> None:
     assert backend.cleanup_stale() == 0
 
 
-def test_start_is_fast(backend: BwrapBackend) -> None:
+def test_start_is_fast(backend: Backend) -> None:
     async def run() -> float:
         timings = []
         for attempt in range(5):

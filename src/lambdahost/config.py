@@ -25,6 +25,9 @@ class Settings:
     auth: bool = True
     # Idle environments are reclaimed after this many seconds.
     keepalive_s: float = 300.0
+    # Sandbox backend: "zygote" (fast cold starts), "bwrap", or "auto" (the zygote when it
+    # works on this host, else bwrap).
+    sandbox: str = "auto"
     # How long a function stays Pending / InProgress before it settles. AWS takes seconds;
     # a small delay keeps the state machine observable and SDK waiters honest.
     transition_delay_s: float = 0.2

@@ -50,8 +50,10 @@ class Platform:
         self.functions.on_change(self.permissions.forget_removed)
         self.logs = LogStore(self.db)
         self.pool = EnvironmentPool(
-            open_backend(_state_dir(data_dir)), keepalive_s=settings.keepalive_s
+            open_backend(_state_dir(data_dir), settings.sandbox), keepalive_s=settings.keepalive_s
         )
+        # Lines an environment prints outside any invoke (e.g. extensions at SHUTDOWN).
+        self.pool.on_logs = self.logs.append
         self.concurrency = ConcurrencyService(self.functions, settings.account_concurrency)
         self.limiter = ConcurrencyLimiter(settings.account_concurrency)
         self.concurrency.on_change(self._refresh_reserved)

@@ -22,28 +22,48 @@ def decode_candidates(value: str) -> list[list[str]]:
     return [item.split(ARG_SEPARATOR) for item in value.split(CANDIDATE_SEPARATOR) if item]
 
 
+def launch(argv: list[str], env: dict[str, str], output_fd: int) -> int:
+    """Start a process with stdout and stderr on output_fd (one pipe, so their order
+    survives) and stdin on /dev/null, in its own session so it can be killed as a group."""
+    return os.posix_spawn(
+        argv[0],
+        argv,
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, output_fd, 1),
+            (os.POSIX_SPAWN_DUP2, output_fd, 2),
+        ],
+        setsid=True,
+    )
+
+
+# Set by the zygote to `forkserver.spawn`: starts a pre-imported runtime by fork, or says None.
+fork_runtime = None
+
+
 def spawn(argv: list[str], env: dict[str, str]) -> tuple[int, int, OSError | None]:
-    """Start the runtime with stdout and stderr on one pipe (so their order survives) and
-    stdin on /dev/null, in its own session so it can be killed as a group.
-    Returns (pid, read end of the pipe, error)."""
+    """Start the runtime. Returns (pid, read end of its output pipe, error)."""
+    if fork_runtime is not None and (forked := fork_runtime(argv, env)) is not None:
+        return forked
     read_fd, write_fd = os.pipe()
     try:
-        pid = os.posix_spawn(
-            argv[0],
-            argv,
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, write_fd, 1),
-                (os.POSIX_SPAWN_DUP2, write_fd, 2),
-            ],
-            setsid=True,
-        )
-        return pid, read_fd, None
+        return launch(argv, env, write_fd), read_fd, None
     except OSError as error:
         return 0, read_fd, error
     finally:
         os.close(write_fd)
+
+
+def find_extensions(directory: str) -> list[str]:
+    """External extensions: every file in /opt/extensions, in name order (as Lambda starts
+    them). One failed stat when there are none."""
+    try:
+        entries = os.scandir(directory)
+    except OSError:
+        return []
+    with entries:
+        return sorted(entry.path for entry in entries if entry.is_file())
 
 
 def main() -> None:
@@ -62,12 +82,21 @@ def main() -> None:
         os.chdir(task_root)
     argv = next((argv for argv in candidates if os.path.exists(argv[0])), None)
     spawned_ns = time.monotonic_ns()
-    pid, output_fd, error = spawn(argv, env) if argv else (0, -1, None)
+    extensions = find_extensions(os.environ.get("LAMBDAHOST_EXTENSIONS_DIR", "/opt/extensions"))
+    if extensions and argv:  # the runtime starts once the extensions registered
+        pid, error = 0, None
+        output_fd, runtime_fd = os.pipe()
+    else:
+        pid, output_fd, error = spawn(argv, env) if argv else (0, -1, None)
 
     from .main import Agent  # the heavier imports, while the runtime starts
 
     agent = Agent(socket.socket(fileno=host_fd), listener, pid, output_fd)
     agent.booted_ms, agent.started_ns = booted_ms, spawned_ns
+    if extensions and argv:
+        from .extensions import attach
+
+        attach(agent).start_external(extensions, argv, env, runtime_fd)
     if argv is None:
         names = " ".join(candidate[0] for candidate in candidates)
         agent.init_failed(

@@ -188,7 +188,9 @@ class Extensions:
             error_type = "Extension.UnknownExtensionIdentifier"
             if not ext_id:
                 error_type = "Extension.MissingExtensionIdentifier"
-            connection.respond(403, error_body(error_type, "Invalid extension identifier"), JSON_TYPE)
+            connection.respond(
+                403, error_body(error_type, "Invalid extension identifier"), JSON_TYPE
+            )
         return ext
 
     def register(self, connection: Connection, request: Request) -> None:
@@ -202,9 +204,7 @@ class Extensions:
         if not isinstance(events, list) or any(event not in EVENT_TYPES for event in events):
             return self.refuse(connection, 400, "InvalidEventType", f"Invalid events: {events}")
         if not self.registration_open:
-            return self.refuse(
-                connection, 403, "Extension.InvalidState", "Registration is closed"
-            )
+            return self.refuse(connection, 403, "Extension.InvalidState", "Registration is closed")
         if len(self.by_id) >= MAX_EXTENSIONS:
             return self.refuse(
                 connection, 403, "Extension.TooManyExtensions", "Too many extensions"
@@ -233,8 +233,8 @@ class Extensions:
             body["accountId"] = self.account_id
         headers = {"Content-Type": "application/json", "Lambda-Extension-Identifier": ext.id}
         connection.respond(200, json.dumps(body).encode(), headers)
-        self.record(now_ms(), "platform.extension", {"name": name, "state": "Ready",
-                                                       "events": list(events)})  # fmt: skip
+        state = {"name": name, "state": "Ready", "events": list(events)}
+        self.record(now_ms(), "platform.extension", state)
         self.maybe_start_runtime()
 
     def refuse(self, connection: Connection, status: int, error_type: str, message: str) -> None:
@@ -278,9 +278,7 @@ class Extensions:
         if during_init:
             body = request.body or error_body(error_type, f"Extension {ext.name} init error")
             logs = self.take_logs()
-            self.agent.send(
-                {"t": "init_error", "error_type": error_type, "logs": logs}, body
-            )
+            self.agent.send({"t": "init_error", "error_type": error_type, "logs": logs}, body)
             return self.agent.shutdown()
         line = f"Extension {ext.name} reported exit error: {error_type}\n"
         if self.agent.output is not None:
@@ -320,8 +318,8 @@ class Extensions:
         """The runtime answered: add `pending` when extensions still work on this invoke."""
         elapsed_ms = (time.monotonic_ns() - self.invoke_started_ns) / 1e6
         status = "success" if header["ok"] else "error"
-        record = {"requestId": header["id"], "status": status,
-                  "metrics": {"durationMs": round(elapsed_ms, 3), "producedBytes": len(body)}}  # fmt: skip
+        metrics = {"durationMs": round(elapsed_ms, 3), "producedBytes": len(body)}
+        record = {"requestId": header["id"], "status": status, "metrics": metrics}
         if not header["ok"]:
             record["errorType"] = header.get("error_type") or "Runtime.Unknown"
         self.record(now_ms(), "platform.runtimeDone", record)
@@ -333,8 +331,10 @@ class Extensions:
             self.result_ns = time.monotonic_ns()
 
     def invoke_busy(self) -> bool:
-        return any(ext.alive and "INVOKE" in ext.events and (ext.busy or ext.queue)
-                   for ext in self.by_id.values())  # fmt: skip
+        return any(
+            ext.alive and "INVOKE" in ext.events and (ext.busy or ext.queue)
+            for ext in self.by_id.values()
+        )
 
     def check_progress(self) -> None:
         if self.shutting_down:
@@ -359,12 +359,21 @@ class Extensions:
         init_ms = (time.monotonic_ns() - self.agent.started_ns) / 1e6
         kind = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
         stamp = now_ms()
-        self.record(stamp, "platform.initRuntimeDone",
-                    {"initializationType": kind, "phase": "init", "status": "success"})  # fmt: skip
-        self.record(stamp, "platform.initReport", {
-            "initializationType": kind, "phase": "init", "status": "success",
-            "metrics": {"durationMs": round(init_ms, 3)},
-        })  # fmt: skip
+        self.record(
+            stamp,
+            "platform.initRuntimeDone",
+            {"initializationType": kind, "phase": "init", "status": "success"},
+        )
+        self.record(
+            stamp,
+            "platform.initReport",
+            {
+                "initializationType": kind,
+                "phase": "init",
+                "status": "success",
+                "metrics": {"durationMs": round(init_ms, 3)},
+            },
+        )
         self.history = None
         extra = {"extensions": len(self.by_id), "telemetry": self.telemetry is not None}
         self.agent.send_ready(extra)
@@ -416,9 +425,12 @@ class Extensions:
         if self.telemetry is not None:
             self.telemetry.flush()
         event = json.dumps(
-            {"eventType": "SHUTDOWN", "shutdownReason": reason,
-             "deadlineMs": now_ms() + int((deadline - time.monotonic()) * 1000)}
-        ).encode()  # fmt: skip
+            {
+                "eventType": "SHUTDOWN",
+                "shutdownReason": reason,
+                "deadlineMs": now_ms() + int((deadline - time.monotonic()) * 1000),
+            }
+        ).encode()
         targets = [e for e in self.by_id.values() if e.alive and "SHUTDOWN" in e.events]
         for ext in targets:
             ext.queue.clear()

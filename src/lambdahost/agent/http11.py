@@ -5,10 +5,21 @@ chunked bodies, `Expect: 100-continue`. Hand-rolled so the agent needs no `http.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
-from typing import Protocol
 
-from .chunked import ChunkedDecoder, ChunkedError
+TYPE_CHECKING = False  # `typing` stays unimported: the agent's imports are paid every cold start
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
+    from .chunked import ChunkedDecoder
+
+    class StreamSink(Protocol):
+        """Takes a streamed request body piece by piece (see `Connection.on_stream`)."""
+
+        def chunk(self, data: bytes) -> None: ...
+        def end(self, trailers: dict[str, str]) -> None: ...
+        def abort(self) -> None: ...
+
 
 REASONS = {
     100: "Continue",
@@ -37,14 +48,6 @@ class Request:
         self.path = path
         self.headers = headers  # lower-cased names
         self.body = body
-
-
-class StreamSink(Protocol):
-    """Takes a streamed request body piece by piece (see `Connection.on_stream`)."""
-
-    def chunk(self, data: bytes) -> None: ...
-    def end(self, trailers: dict[str, str]) -> None: ...
-    def abort(self) -> None: ...
 
 
 class Connection:
@@ -120,6 +123,8 @@ class Connection:
         )
         if not streaming:
             return False
+        from .chunked import ChunkedDecoder  # only streams need it: not paid at start-up
+
         self._head = None
         sink = self.on_stream(Request(method, path, headers, b""))  # type: ignore[misc]
         self._stream = (ChunkedDecoder(), sink)
@@ -127,6 +132,8 @@ class Connection:
 
     def _pump_stream(self) -> bool:
         """Feed buffered body bytes to the open stream; True once it has ended."""
+        from .chunked import ChunkedError
+
         assert self._stream is not None
         decoder, sink = self._stream
         try:

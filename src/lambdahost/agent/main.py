@@ -17,6 +17,10 @@ import time
 from .http11 import Connection, ProtocolError, Request
 from .protocol import FrameReader, encode
 
+TYPE_CHECKING = False  # no `typing` import at run time (see http11)
+if TYPE_CHECKING:
+    from .streaming import ResponseStream
+
 MAX_RESPONSE_BYTES = 6291556
 MAX_LOG_BYTES = 4 * 1024 * 1024  # per phase; output beyond it is dropped
 MAX_LINE = 256 * 1024  # CloudWatch's event size limit
@@ -130,11 +134,11 @@ class Agent:
                 self.send({"t": "logs", "logs": self.output.take() if self.output else []})
             elif header.get("t") == "report" and self.extensions is not None:
                 self.extensions.on_report(header)
-            elif header.get("t") == "shutdown":
-                if self.extensions is None:
-                    self.send({"t": "bye", "logs": self.output.take() if self.output else []})
-                    self.shutdown()
-                self.extensions.shutdown(header.get("reason", "spindown"), header["budget_ms"])
+            elif header.get("t") == "shutdown":  # reclaimed: only sent with extensions
+                if self.extensions is not None:
+                    self.extensions.shutdown(header.get("reason", "spindown"), header["budget_ms"])
+                self.send({"t": "bye", "logs": self.output.take() if self.output else []})
+                self.shutdown()
 
     # -- runtime process ---------------------------------------------------------------
     def init_failed(self, error_type: str, message: str) -> None:
@@ -157,6 +161,9 @@ class Agent:
                 self.extensions.child_exited(pid, status)
 
     def runtime_exited(self, status: int) -> None:
+        if self.extensions is not None and self.extensions.shutting_down:
+            self.runtime_pid = 0  # stopped on purpose: the phase's "bye" carries the output
+            return
         logs = self.output.take() if self.output else []
         code = os.waitstatus_to_exitcode(status)
         report = {"t": "exit", "status": max(code, 0), "signal": max(-code, 0), "logs": logs}
@@ -309,7 +316,7 @@ class Agent:
         connection.on_stream = lambda request: self.open_stream(connection, request)
         self.selector.register(sock, selectors.EVENT_READ, connection)
 
-    def open_stream(self, connection: Connection, request: Request):  # noqa: ANN201
+    def open_stream(self, connection: Connection, request: Request) -> ResponseStream:
         """A streamed response began (see `streaming`); imported on first use."""
         from .streaming import ResponseStream
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING
 
 from .http11 import Connection, Request
+
+TYPE_CHECKING = False  # no `typing` import at run time (see http11)
 
 if TYPE_CHECKING:
     from .main import Agent

@@ -12,7 +12,7 @@ resource-based policy lets the public principal `lambda:InvokeFunctionUrl` (with
 `lambda:FunctionUrlAuthType` NONE) *and* `lambda:InvokeFunction` (with
 `lambda:InvokedViaFunctionUrl`), as Lambda requires of URLs created since October 2025.
 CORS preflights are answered from the URL's `Cors` config without invoking the function.
-RESPONSE_STREAM URLs are served buffered for now."""
+RESPONSE_STREAM URLs stream the function's response as it is produced (`url_streaming`)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from lambdahost.api import sigv4
 from lambdahost.control.permissions import INVOKE_FUNCTION, INVOKE_FUNCTION_URL
@@ -93,7 +93,13 @@ class FunctionUrlFrontend:
             body = await _read_body(request)
             caller = self._authorize(url, request, body)
             event = self._event(url, target, request, body, caller, request_id)
-            status, headers, content, request_id = await self._invoke(url, event)
+            if url.invoke_mode == "RESPONSE_STREAM":
+                from lambdahost.api.url_streaming import invoke_streaming
+
+                invoker = self.platform.invoker
+                status, headers, content, request_id = await invoke_streaming(invoker, url, event)
+            else:
+                status, headers, content, request_id = await self._invoke(url, event)
         except UrlRejection as exc:
             status, headers, content = _message(exc.status, exc.message)
         except Exception:
@@ -101,7 +107,10 @@ class FunctionUrlFrontend:
             status, headers, content = _message(500, "Internal Server Error")
         if url is not None and url.cors is not None:
             headers = _with_cors(url.cors, request.headers.get("origin"), headers)
-        response = Response(content, status)
+        if isinstance(content, bytes):
+            response: Response = Response(content, status)
+        else:
+            response = StreamingResponse(content, status)
         response.raw_headers.extend(
             (name.lower().encode("latin-1"), value.encode("latin-1", "replace"))
             for name, value in [*headers, ("x-amzn-requestid", request_id)]

@@ -41,6 +41,11 @@ def serve(
     keepalive: float = typer.Option(
         300.0, envvar="LAMBDAHOST_KEEPALIVE", help="Seconds an idle environment stays warm."
     ),
+    sandbox: str = typer.Option(
+        "auto",
+        envvar="LAMBDAHOST_SANDBOX",
+        help="Sandbox backend: zygote (fast cold starts), bwrap, or auto (zygote if it works).",
+    ),
     transition_delay: float = typer.Option(
         0.2,
         envvar="LAMBDAHOST_TRANSITION_DELAY",
@@ -59,6 +64,8 @@ def serve(
     from lambdahost.api.app import create_app
     from lambdahost.platform import Platform
 
+    if sandbox not in ("auto", "zygote", "bwrap"):
+        raise typer.BadParameter("must be zygote, bwrap or auto", param_hint="--sandbox")
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -72,6 +79,7 @@ def serve(
         account_id=account_id,
         auth=not no_auth,
         keepalive_s=keepalive,
+        sandbox=sandbox,
         transition_delay_s=transition_delay,
         async_time_scale=async_time_scale,
         credentials=credentials,

@@ -244,9 +244,7 @@ class EnvironmentPool:
         lines.append((now_ms(), f"END RequestId: {request_id}\n"))
         lines.append((now_ms(), _report(request_id, duration_ms, spec, memory_mb, init_ms, status)))
         if env.telemetry:
-            env.send_report(
-                _report_record(request, duration_ms, spec, memory_mb, init_ms, message)
-            )
+            env.send_report(_report_record(request, duration_ms, spec, memory_mb, init_ms, message))
         if env.dead:
             if message.kind == "timeout":
                 await self._discard(env, "timeout")  # the function must be stopped when we answer

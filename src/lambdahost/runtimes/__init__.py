@@ -70,9 +70,18 @@ RESERVED = frozenset(
 )
 
 
-def bootstrap_candidates(runtime: str) -> list[list[str]]:
-    """argv lists the agent tries in order; the first whose program exists is started."""
-    return _RUNTIMES[runtime][0]
+def bootstrap_candidates(
+    runtime: str, environment: dict[str, str] | None = None
+) -> list[list[str]]:
+    """argv lists the agent tries in order; the first whose program exists is started.
+
+    `AWS_LAMBDA_EXEC_WRAPPER` in the function's environment runs a managed runtime's
+    bootstrap as `<wrapper> <bootstrap argv...>` (custom runtimes ignore it, as in Lambda)."""
+    candidates, execution_env, _ = _RUNTIMES[runtime]
+    wrapper = (environment or {}).get("AWS_LAMBDA_EXEC_WRAPPER")
+    if wrapper and execution_env is not None:
+        return [[wrapper, *argv] for argv in candidates]
+    return candidates
 
 
 def runtime_version(runtime: str) -> str:

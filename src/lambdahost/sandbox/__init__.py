@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import pathlib
 
 from lambdahost.sandbox.api import Backend, Mount, Sandbox, SandboxError, SandboxSpec, SandboxStats
 
 __all__ = [
+    "BACKENDS",
     "Backend",
     "Mount",
     "Sandbox",
@@ -16,10 +19,32 @@ __all__ = [
     "open_backend",
 ]
 
+BACKENDS = ("zygote", "bwrap")
+log = logging.getLogger("lambdahost.sandbox")
 
-def open_backend(state_dir: pathlib.Path) -> Backend:
+
+def open_backend(state_dir: pathlib.Path, kind: str | None = None) -> Backend:
     """The sandbox backend for this host; `state_dir` holds its host-side state (created if
-    missing). Raises SandboxError when the host cannot run sandboxes (no bwrap, no cgroups)."""
+    missing). `kind` is `zygote` (fork from a pre-initialised Python: fast cold starts),
+    `bwrap` (bubblewrap: one fresh process tree per sandbox) or `auto`/None: the zygote when
+    it works here, else bwrap with the reason logged; None also reads $LAMBDAHOST_SANDBOX.
+    Raises SandboxError when the host cannot run sandboxes (or not of the requested kind)."""
     from lambdahost.sandbox.bwrap import BwrapBackend
 
-    return BwrapBackend(state_dir)
+    kind = kind or os.environ.get("LAMBDAHOST_SANDBOX") or "auto"
+    if kind not in (*BACKENDS, "auto"):
+        raise SandboxError(f"unknown sandbox backend {kind!r} (expected one of zygote, bwrap)")
+    if kind != "bwrap":
+        from lambdahost.sandbox.zygote import ZygoteBackend
+
+        try:
+            backend: Backend = ZygoteBackend(state_dir)
+            log.info("sandbox backend: zygote")
+            return backend
+        except SandboxError as error:
+            if kind == "zygote":
+                raise
+            log.warning("zygote sandboxes unavailable, using bwrap: %s", error)
+    backend = BwrapBackend(state_dir)
+    log.info("sandbox backend: bwrap")
+    return backend

@@ -8,6 +8,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import util from "node:util";
+import { installGlobals, invokeStreaming, isStreaming } from "./streaming.mjs";
 
 const [API_HOST, API_PORT] = process.env.AWS_LAMBDA_RUNTIME_API.split(":");
 const PREFIX = "/2018-06-01/runtime";
@@ -206,6 +207,10 @@ async function invoke(handler, response) {
   const context = makeContext(headers);
   const text = response.body.toString();
   const event = text ? JSON.parse(text) : {};
+  if (isStreaming(handler)) {
+    const warn = (message) => console.warn(message);
+    return invokeStreaming(handler, event, context, { host: API_HOST, port: API_PORT, requestId, describe, logError, warn });
+  }
   const [error, result] = await runHandler(handler, event, context);
   if (error !== null && error !== undefined) {
     const document = describe(error);
@@ -244,6 +249,7 @@ process.on("unhandledRejection", (reason) => crash(reason, "Runtime.UnhandledPro
 
 async function main() {
   patchConsole();
+  installGlobals(); // `awslambda`, which handler modules use as they load
   let handler;
   try {
     handler = await loadHandler(process.env._HANDLER || "");

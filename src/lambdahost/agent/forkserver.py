@@ -1,0 +1,128 @@
+"""Start the python3.11 runtime by forking the agent instead of exec'ing an interpreter.
+
+On the zygote path (`lambdahost.sandbox.zygote_main`) the agent runs inside a process that had
+already imported the runtime module before it was forked into the sandbox, so the runtime can
+start as a plain fork of the agent: no interpreter start-up, no imports, only the handler's.
+`boot.spawn` asks `spawn()` first; it answers None for any argv it cannot stand in for (other
+runtimes, a custom bootstrap), which then start with exec as always.
+
+What the child sets up is what `python3.11 -u -S <bootstrap>` would have: the environment,
+argv, sys.path (script directory, PYTHONPATH, stdlib), unbuffered text stdout/stderr on the
+output pipe, stdin on /dev/null, a session of its own, no inherited descriptors, a fresh
+`__main__` running the bootstrap's code. What differs: `sys.flags` (the zygote's `-I -S`),
+the hash seed (shared with the zygote), and modules the zygote imported are already in
+`sys.modules`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import types
+
+PYTHON = "/usr/bin/python3.11"
+RUNTIME_OPTIONS = ["-u", "-S"]
+# The zygote's own interpreter path (-I -S: just the stdlib), captured before anything
+# appends to it.
+STDLIB_PATH = [entry for entry in sys.path if entry.startswith(sys.base_prefix)]
+
+_bootstraps: dict[str, types.CodeType] = {}  # script path inside the sandbox → its code
+
+
+def register(script: str, code: types.CodeType) -> None:
+    """Called in the zygote: `script` (a path inside sandboxes) runs `code`, and everything it
+    imports is already in sys.modules."""
+    _bootstraps[script] = code
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> tuple[int, int, OSError | None] | None:
+    """Like `boot.spawn`, for argv = [python3.11, -u, -S, <registered bootstrap>]; else None."""
+    if len(argv) != 4 or argv[0] != PYTHON or argv[1:3] != RUNTIME_OPTIONS:
+        return None
+    code = _bootstraps.get(argv[3])
+    if code is None:
+        return None
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as error:
+        os.close(write_fd)
+        return 0, read_fd, error
+    if pid == 0:
+        _run_runtime(argv, env, code, write_fd)  # never returns
+    os.close(write_fd)
+    return pid, read_fd, None
+
+
+def _run_runtime(argv: list[str], env: dict[str, str], code: types.CodeType, output: int) -> None:
+    status = 1
+    try:
+        os.setsid()
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.closerange(3, 1 << 20)  # the host socket, the Runtime API listener, the pipe
+        signal.set_wakeup_fd(-1)
+        for number in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.environ.clear()
+        os.environ.update(env)
+        script = argv[3]
+        python_path = [p for p in env.get("PYTHONPATH", "").split(":") if p]
+        sys.path[:] = [os.path.dirname(script), *python_path, *STDLIB_PATH]
+        sys.argv = [script]
+        sys.orig_argv = list(argv)
+        sys.stdin = sys.__stdin__ = io.TextIOWrapper(
+            io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="strict"
+        )
+        sys.stdout = sys.__stdout__ = _unbuffered_text(1, "strict")
+        sys.stderr = sys.__stderr__ = _unbuffered_text(2, "backslashreplace")
+        main = types.ModuleType("__main__")
+        main.__file__ = script
+        sys.modules["__main__"] = main
+        exec(code, main.__dict__)
+        status = 0
+    except SystemExit as exit:
+        status = _exit_status(exit.code)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        _finish(status)
+
+
+def _unbuffered_text(fd: int, errors: str) -> io.TextIOWrapper:
+    """What `-u` gives: a text layer writing straight through to the descriptor."""
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors=errors, write_through=True)  # type: ignore[arg-type]
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _finish(status: int) -> None:
+    """The end of an interpreter's life: non-daemon threads joined, atexit handlers run,
+    streams flushed, then _exit (no finalisation of state the process shares with its
+    parent)."""
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads
+        import atexit
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    finally:
+        os._exit(status)

@@ -1,0 +1,328 @@
+"""The zygote process (SOCK, USENIX ATC'18): a root, single-threaded Python that has imported the
+agent, the python3.11 runtime and common stdlib modules once, and forks a sandbox per request.
+
+Run by `zygote.ZygoteBackend` as `/usr/bin/python3.11 -I -S - <fd>` with this file on stdin:
+Debian's interpreter (the one sandboxes run), isolated from the host's environment and
+site-packages.
+Stdlib only, and nothing of `lambdahost` is imported: the launcher is loaded by file path.
+
+The link to the server is one SOCK_SEQPACKET Unix socket (fd <fd>); every message is one JSON
+object, descriptors ride along as SCM_RIGHTS:
+
+  server → zygote  {"t": "config", ...}                    first, once (see `preload`)
+  zygote → server  {"t": "ready", "pid", "preloaded"}      or {"t": "failed", "error"}
+  server → zygote  {"t": "spawn", "id", ...} + [stderr, *pass_fds]
+  zygote → server  {"t": "spawned", "id", "pid"} + [pidfd] or {"t": "error", "id", "error"}
+  zygote → server  {"t": "exit", "pid", "status"}          a sandbox's first process ended
+
+Per spawn the zygote unshares a pid namespace for its next child only, forks (the child is
+PID 1 there), and returns at once to its loop; the child enters the sandbox (`launcher`) and
+then either execs argv or, when the host says argv is the agent it preloaded, runs the agent
+in-process. The zygote reaps those children and reports their exit status. It exits when the
+server's end of the socket closes; running sandboxes do not depend on it.
+"""
+
+from __future__ import annotations
+
+import array
+import gc
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+import types
+
+MAX_MESSAGE = 1 << 20
+NETNS_SPARES = 4  # network namespaces made while idle, ahead of spawns
+MAX_FDS = 64
+# Imported once here so no sandbox pays for them. Not `logging`: the python runtime configures
+# it the moment user code first imports it (and not asyncio/concurrent, which import it).
+STDLIB_PRELOAD = (
+    "base64", "collections", "copy", "ctypes", "dataclasses", "datetime", "decimal",
+    "encodings.idna",  # socket.create_connection("127.0.0.1") imports it: 1.7 ms
+    "errno",
+    "fcntl", "functools", "hashlib", "io", "itertools", "json", "math", "random", "re",
+    "selectors", "signal", "socket", "string", "struct", "tempfile", "time", "traceback",
+    "typing", "urllib.parse", "uuid",
+)  # fmt: skip
+
+
+class SandboxPathLoader(importlib.abc.Loader):
+    """Executes a host file's source as if it were at its path inside sandboxes, so that
+    `__file__`, code object filenames (tracebacks) and a package's `__path__` are right in
+    there, where the host path does not exist."""
+
+    def __init__(self, host_file: str, sandbox_file: str) -> None:
+        self.host_file = host_file
+        self.sandbox_file = sandbox_file
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        with open(self.host_file, "rb") as f:
+            source = f.read()
+        exec(compile(source, self.sandbox_file, "exec", dont_inherit=True), module.__dict__)
+
+    def code(self) -> types.CodeType:
+        with open(self.host_file, "rb") as f:
+            return compile(f.read(), self.sandbox_file, "exec", dont_inherit=True)
+
+
+class SandboxPathFinder(importlib.abc.MetaPathFinder):
+    def __init__(self) -> None:
+        self.modules: dict[str, tuple[str, str, bool]] = {}  # name → host, sandbox, package?
+
+    def add_module(self, name: str, host_file: str, sandbox_file: str) -> None:
+        self.modules[name] = (host_file, sandbox_file, False)
+
+    def add_package(self, name: str, host_dir: str, sandbox_dir: str) -> None:
+        for entry in sorted(os.listdir(host_dir)):
+            stem, dot, extension = entry.partition(".")
+            if not dot or extension != "py":
+                continue
+            host_file, sandbox_file = f"{host_dir}/{entry}", f"{sandbox_dir}/{entry}"
+            if stem == "__init__":
+                self.modules[name] = (host_file, sandbox_file, True)
+            else:
+                self.modules[f"{name}.{stem}"] = (host_file, sandbox_file, False)
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        entry = self.modules.get(fullname)
+        if entry is None:
+            return None
+        host_file, sandbox_file, package = entry
+        loader = SandboxPathLoader(host_file, sandbox_file)
+        spec = importlib.util.spec_from_loader(fullname, loader, origin=sandbox_file)
+        assert spec is not None
+        spec.has_location = True  # sets __file__ to the sandbox path
+        if package:
+            spec.submodule_search_locations = [os.path.dirname(sandbox_file)]
+        return spec
+
+
+class Zygote:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.launcher: types.ModuleType | None = None
+        self.seccomp_filter = b""
+        self.agent_package = ""
+        self.children: dict[int, int] = {}  # pid → spawn id
+        self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.own_net_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.spare_netns: list[int] = []
+        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- messages --------------------------------------------------------------------------
+    def send(self, message: dict, fds: list[int] = ()) -> None:  # type: ignore[assignment]
+        data = json.dumps(message, separators=(",", ":")).encode()
+        ancillary = []
+        if fds:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        self.control.sendmsg([data], ancillary)
+
+    def receive(self) -> tuple[dict | None, list[int]]:
+        data, ancillary, flags, _ = self.control.recvmsg(
+            MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * 4)
+        )
+        fds: list[int] = []
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
+                fds.extend(received)
+        for fd in fds:
+            os.set_inheritable(fd, False)  # never leak one spawn's fds into another's child
+        if not data:
+            return None, fds
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ValueError("truncated message")
+        return json.loads(data), fds
+
+    # -- start-up --------------------------------------------------------------------------
+    def preload(self, config: dict) -> list[str]:
+        """Load the launcher, the agent package, the runtime modules and the stdlib list."""
+        spec = importlib.util.spec_from_file_location("lambdahost_launcher", config["launcher"])
+        assert spec is not None and spec.loader is not None
+        self.launcher = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.launcher)
+        self.seccomp_filter = bytes.fromhex(config["filter"])
+        for name in STDLIB_PRELOAD:
+            importlib.import_module(name)
+        finder = SandboxPathFinder()
+        agent = config.get("agent")
+        if agent:
+            self.agent_package = os.path.basename(agent["target"])
+            finder.add_package(self.agent_package, agent["source"], agent["target"])
+        for name, host_file, sandbox_file in config.get("modules", ()):
+            finder.add_module(name, host_file, sandbox_file)
+        sys.meta_path.insert(0, finder)
+        try:
+            for name in finder.modules:
+                importlib.import_module(name)
+        finally:
+            sys.meta_path.remove(finder)
+        if agent:
+            forkserver = sys.modules[f"{self.agent_package}.forkserver"]
+            for host_file, sandbox_file in config.get("bootstraps", ()):
+                forkserver.register(sandbox_file, SandboxPathLoader(host_file, sandbox_file).code())
+        if "logging" in sys.modules:
+            raise RuntimeError("the zygote must not import logging (the runtime hooks it)")
+        return sorted(finder.modules)
+
+    # -- spawning ----------------------------------------------------------------------------
+    def spawn(self, request: dict, fds: list[int]) -> None:
+        launcher = self.launcher
+        assert launcher is not None
+        try:
+            if not fds:
+                raise ValueError("no stderr descriptor")
+            netns = self.spare_netns.pop() if self.spare_netns else -1
+            fds.append(netns)  # closed here below, after the fork
+            launcher.unshare(launcher.CLONE_NEWPID)  # for the next child only
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    self.child(request, fds[0], fds[1:-1], netns)  # never returns
+            finally:
+                launcher.setns(self.own_pid_ns, launcher.CLONE_NEWPID)
+        except Exception as error:
+            self.send({"t": "error", "id": request.get("id"), "error": str(error)})
+            return
+        finally:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+        self.children[pid] = request["id"]
+        pidfd = launcher.pidfd_open(pid)  # the host watches it should we die
+        try:
+            self.send({"t": "spawned", "id": request["id"], "pid": pid}, [pidfd])
+        finally:
+            os.close(pidfd)
+
+    def child(self, request: dict, stderr_fd: int, received: list[int], netns: int) -> None:
+        """In the forked child, PID 1 of its pid namespace: become the sandbox, then exec argv
+        or run the preloaded agent. Never returns."""
+        status = 125
+        launcher = self.launcher
+        assert launcher is not None
+        error_fd = stderr_fd
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            self.control.detach()  # arrange_fds closes it; the object must not close it again
+            launcher.enter(request, stderr_fd, received, self.seccomp_filter, netns)
+            error_fd = 2
+            if not request.get("in_process"):
+                launcher.exec_argv(request["argv"], request["env"])
+            status = self.run_agent(request)
+        except SystemExit as exit:
+            status = exit.code if isinstance(exit.code, int) else 1
+        except BaseException as error:
+            try:
+                message = f"lambdahost: cannot start sandbox: {error}\n"
+                if not isinstance(error, OSError):
+                    message += traceback.format_exc()
+                os.write(error_fd, message.encode(errors="replace"))
+            except BaseException:
+                pass
+        finally:
+            os._exit(status)
+
+    def run_agent(self, request: dict) -> int:
+        """The agent's `boot.main()`, as `agent.command()` would have run it."""
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        boot = sys.modules[f"{self.agent_package}.boot"]
+        forkserver = sys.modules[f"{self.agent_package}.forkserver"]
+        boot.fork_runtime = forkserver.spawn if request.get("runtime_preloaded") else None
+        sys.argv = ["-c"]
+        sys.orig_argv = list(request["argv"])
+        boot.main()
+        return 0
+
+    def make_spares(self) -> None:
+        """Called when idle: refill the network namespaces spawns take."""
+        launcher = self.launcher
+        assert launcher is not None
+        while len(self.spare_netns) < NETNS_SPARES:
+            try:
+                self.spare_netns.append(launcher.make_network_namespace(self.own_net_ns))
+            except OSError:
+                return  # children then unshare their own, as without spares
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.children.pop(pid, None) is not None:
+                code = os.waitstatus_to_exitcode(status)
+                self.send({"t": "exit", "pid": pid, "status": code})
+
+    # -- loop --------------------------------------------------------------------------------
+    def serve(self) -> None:
+        config, _ = self.receive()
+        if config is None or config.get("t") != "config":
+            return
+        try:
+            preloaded = self.preload(config)
+        except Exception:
+            self.send({"t": "failed", "error": traceback.format_exc()})
+            return
+        # Everything imported so far lives as long as the zygote: keep the collector from
+        # walking (and so copying, page by page) it in every forked sandbox.
+        gc.collect()
+        gc.freeze()
+        self.send({"t": "ready", "pid": os.getpid(), "preloaded": preloaded})
+        signal.set_wakeup_fd(self.wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        poller = select.poll()
+        poller.register(self.control.fileno(), select.POLLIN)
+        poller.register(self.wake_read, select.POLLIN)
+        while True:
+            events = poller.poll(0)  # handle what is waiting before refilling
+            if not events:
+                self.make_spares()
+                events = poller.poll()
+            for fd, _ in events:
+                if fd == self.wake_read:
+                    try:
+                        os.read(self.wake_read, 512)
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+                    continue
+                message, fds = self.receive()
+                if message is None:
+                    return  # the server is gone
+                if message.get("t") == "spawn":
+                    self.spawn(message, fds)
+                else:
+                    for received in fds:
+                        os.close(received)
+            self.reap()  # cheap, and a SIGCHLD may have raced the poll
+
+
+def main() -> None:
+    control = socket.socket(fileno=int(sys.argv[1]))
+    os.set_inheritable(control.fileno(), False)
+    try:
+        Zygote(control).serve()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+if __name__ == "__main__":
+    main()
