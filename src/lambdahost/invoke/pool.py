@@ -116,25 +116,7 @@ class EnvironmentPool:
         """Start and initialise one environment before any request needs it (provisioned
         concurrency). It joins the idle set and is never reclaimed for being idle.
         Returns (failure reason or None, its log stream, the init log lines)."""
-        env_id = secrets.token_hex(16)
-        env = Environment(env_id, spec, self._log_stream(spec, env_id))
-        env.on_death = self._on_death
-        self._all.add(env)
-        try:
-            await env.start(self.backend, self.runtime_root)
-        except BaseException:
-            self._all.discard(env)
-            await self._destroy(env)
-            raise
-        lines: list[LogLine] = [(now_ms(), self._init_start_line(spec))]
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(INIT_TIMEOUT_S):
-                message = await env.next_message()
-        except TimeoutError:
-            message = Message("timeout", {"logs": await env.flush_logs()})
-        lines += message.logs
-        init_ms = (time.perf_counter() - started) * 1000
+        env, message, lines, init_ms = await self._cold_start(spec)
         if message.kind != "ready":
             await self._discard(env)
             status = message.header.get("error_type") or message.kind
@@ -176,6 +158,16 @@ class EnvironmentPool:
         env = await self._take_idle(spec)
         if env is not None:
             return await self._run(env, request, [], None, stream)
+        env, message, init_lines, init_ms = await self._cold_start(spec)
+        if message.kind == "ready":
+            return await self._run(env, request, init_lines, init_ms, stream)
+        return await self._init_failed(env, request, message, init_lines, init_ms)
+
+    async def _cold_start(
+        self, spec: FunctionSpec
+    ) -> tuple[Environment, Message, list[LogLine], float]:
+        """Start a new environment and wait (at most INIT_TIMEOUT_S) for its init outcome:
+        "ready", or the failure message. Returns it with the init log lines and duration."""
         env_id = secrets.token_hex(16)
         env = Environment(env_id, spec, self._log_stream(spec, env_id))
         started = time.perf_counter()
@@ -187,17 +179,14 @@ class EnvironmentPool:
             self._all.discard(env)
             await self._destroy(env)
             raise
-        init_lines: list[LogLine] = [(now_ms(), self._init_start_line(spec))]
+        lines: list[LogLine] = [(now_ms(), self._init_start_line(spec))]
         try:
             async with asyncio.timeout(INIT_TIMEOUT_S):
                 message = await env.next_message()
         except TimeoutError:
             message = Message("timeout", {"logs": await env.flush_logs()})
-        init_ms = (time.perf_counter() - started) * 1000
-        init_lines += message.logs
-        if message.kind == "ready":
-            return await self._run(env, request, init_lines, init_ms, stream)
-        return await self._init_failed(env, request, message, init_lines, init_ms)
+        lines += message.logs
+        return env, message, lines, (time.perf_counter() - started) * 1000
 
     async def _run(
         self,
