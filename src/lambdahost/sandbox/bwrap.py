@@ -42,7 +42,8 @@ import time
 from pathlib import Path
 
 from lambdahost.sandbox import cgroups as cg
-from lambdahost.sandbox.api import Backend, Mount, Sandbox, SandboxError, SandboxSpec, SandboxStats
+from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
+from lambdahost.sandbox.controlled import CgroupSandbox
 from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts
 from lambdahost.sandbox.seccomp import build_filter
 
@@ -196,7 +197,9 @@ class BwrapBackend(Backend):
 _HELPERS = 1
 
 
-class BwrapSandbox(Sandbox):
+class BwrapSandbox(CgroupSandbox):
+    helper_pids = _HELPERS
+
     def __init__(
         self,
         spec: SandboxSpec,
@@ -224,20 +227,6 @@ class BwrapSandbox(Sandbox):
     def monitor_pid(self) -> int:
         return self._process.pid
 
-    async def freeze(self) -> None:
-        self._check_usable()
-        try:
-            await self.cgroups.freeze()
-        except OSError as error:
-            raise SandboxError(f"cannot freeze {self.spec.sandbox_id}: {error}") from error
-
-    async def thaw(self) -> None:
-        self._check_usable()
-        try:
-            self.cgroups.thaw()
-        except OSError as error:
-            raise SandboxError(f"cannot thaw {self.spec.sandbox_id}: {error}") from error
-
     async def wait(self) -> int:
         status = await self._process.wait()
         # bwrap reports "killed by signal N" as 128 + N; the contract says -N.
@@ -245,19 +234,6 @@ class BwrapSandbox(Sandbox):
 
     def alive(self) -> bool:
         return self._process.returncode is None
-
-    def memory_peak_bytes(self) -> int:
-        return self.cgroups.memory_peak()
-
-    def stats(self) -> SandboxStats:
-        return SandboxStats(
-            memory_current_bytes=self.cgroups.memory_current(),
-            memory_peak_bytes=self.cgroups.memory_peak(),
-            oom_killed=self.cgroups.oom_killed(),
-            pids=max(0, self.cgroups.pids_current() - _HELPERS)
-            if self.alive()
-            else self.cgroups.pids_current(),
-        )
 
     def stderr_tail(self) -> str:
         """The last few KiB the sandbox's first process (or bwrap) wrote to stderr."""
@@ -276,10 +252,6 @@ class BwrapSandbox(Sandbox):
                 await asyncio.wait_for(asyncio.shield(self._drain), 1.0)
             self._drain.cancel()
             self._destroyed = True
-
-    def _check_usable(self) -> None:
-        if self._destroyed:
-            raise SandboxError(f"sandbox {self.spec.sandbox_id} is destroyed")
 
     async def _drain_stderr(self) -> None:
         stream = self._process.stderr

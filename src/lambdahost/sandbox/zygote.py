@@ -41,8 +41,9 @@ import lambdahost
 from lambdahost.agent import command as agent_command
 from lambdahost.runtimes import RUNTIME_DIR
 from lambdahost.sandbox import cgroups as cg
-from lambdahost.sandbox.api import Backend, Mount, Sandbox, SandboxError, SandboxSpec, SandboxStats
+from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.bwrap import _validate, remove_stale
+from lambdahost.sandbox.controlled import CgroupSandbox
 from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts
 from lambdahost.sandbox.seccomp import build_filter
 
@@ -425,7 +426,7 @@ class ZygoteBackend(Backend):
         return remove_stale(self.cgroup_parent, self.cgroup_root, self._sandboxes_dir)
 
 
-class ZygoteSandbox(Sandbox):
+class ZygoteSandbox(CgroupSandbox):
     def __init__(
         self,
         spec: SandboxSpec,
@@ -506,28 +507,6 @@ class ZygoteSandbox(Sandbox):
         return self.status is None and not (self._pidfd >= 0 and _pidfd_exited(self._pidfd))
 
     # -- control -------------------------------------------------------------------------------
-    async def freeze(self) -> None:
-        self._check_usable()
-        try:
-            await self.cgroups.freeze()
-        except OSError as error:
-            raise SandboxError(f"cannot freeze {self.spec.sandbox_id}: {error}") from error
-
-    async def thaw(self) -> None:
-        self._check_usable()
-        try:
-            self.cgroups.thaw()
-        except OSError as error:
-            raise SandboxError(f"cannot thaw {self.spec.sandbox_id}: {error}") from error
-
-    def stats(self) -> SandboxStats:
-        return SandboxStats(
-            memory_current_bytes=self.cgroups.memory_current(),
-            memory_peak_bytes=self.cgroups.memory_peak(),
-            oom_killed=self.cgroups.oom_killed(),
-            pids=self.cgroups.pids_current(),
-        )
-
     def stderr_tail(self) -> str:
         """The last few KiB the sandbox's first process (or its set-up) wrote to stderr."""
         self._read_stderr()
@@ -562,10 +541,6 @@ class ZygoteSandbox(Sandbox):
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
-
-    def _check_usable(self) -> None:
-        if self._destroyed:
-            raise SandboxError(f"sandbox {self.spec.sandbox_id} is destroyed")
 
     def _read_stderr(self) -> None:
         if self._stderr_fd < 0:
