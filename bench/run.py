@@ -135,8 +135,16 @@ class Bench:
         )
         floor_python = measure.cold_floor(self.floor_client, "python", c.cold)
         floor_node = measure.cold_floor(self.floor_client, "node", c.cold_node)
+        # The same measurement on the fresh-sandbox path (bubblewrap, no zygote).
+        with running_server(sandbox="bwrap") as fresh_server:
+            fresh_client = fresh_server.endpoint.connect()
+            runtime, handler, code = RUNTIMES["python"]
+            fresh_client.create_function("bench-cold-fresh", runtime, handler, code)
+            fresh_client.wait_settled("bench-cold-fresh")
+            fresh = measure.cold_by_update(fresh_client, "bench-cold-fresh", c.cold // 2)
         r["cold_p50_ms"], r["cold_p99_ms"] = python.p50, python.p99
         r["cold_init_p50_ms"] = python.extra["server_init_p50_ms"]
+        r["cold_fresh_p50_ms"], r["cold_fresh_p99_ms"] = fresh.p50, fresh.p99
         r["nodejs"].update(cold_p50_ms=node.p50, cold_p99_ms=node.p99)
         floor.update(cold_p50_ms=floor_python.p50, cold_p99_ms=floor_python.p99)
         floor.update(node_cold_p50_ms=floor_node.p50, node_cold_p99_ms=floor_node.p99)
@@ -145,6 +153,7 @@ class Bench:
             {
                 "method": "UpdateFunctionConfiguration (new env var) before each timed invoke",
                 "python": python.summary(),
+                "python_fresh_sandbox": fresh.summary(),
                 "nodejs": node.summary(),
                 "floor_python": floor_python.summary(),
                 "floor_nodejs": floor_node.summary(),
@@ -316,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     load_at_start = os.getloadavg()
-    with running_server() as server, running_floor() as floor:
+    with running_server(sandbox="zygote") as server, running_floor() as floor:
         bench = Bench(server, floor, counts)
         for phase in phases:
             console.log(f"[bold]{phase}[/] …")

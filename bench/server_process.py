@@ -61,7 +61,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(keepalive_s: float = 900.0) -> Iterator[Server]:
+def running_server(keepalive_s: float = 900.0, sandbox: str | None = None) -> Iterator[Server]:
     """A server on a free port with a temporary data dir; stopped (SIGTERM, then SIGKILL)
     and cleaned up however the block ends."""
     work = Path(tempfile.mkdtemp(prefix="lambdahost-bench-"))
@@ -74,6 +74,7 @@ def running_server(keepalive_s: float = 900.0) -> Iterator[Server]:
         "LAMBDAHOST_TRANSITION_DELAY": "0",
         "LAMBDAHOST_KEEPALIVE": str(keepalive_s),
         "LAMBDAHOST_LOG_LEVEL": "warning",
+        **({"LAMBDAHOST_SANDBOX": sandbox} if sandbox else {}),
     }
     argv = [sys.executable, "-m", "lambdahost.cli.main", "serve", "--port", str(port)]
     argv += ["--data-dir", str(data_dir)]
