@@ -12,14 +12,14 @@ from conftest import create_function, make_zip, start_server, unique
 CONTROLLERS = ("memory", "cpu", "pids", "freezer")
 
 
-def instance_groups(state_dir: Path) -> list[Path]:
+def instance_parents(state_dir: Path) -> list[Path]:
     instance = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
-    found = []
-    for controller in CONTROLLERS:
-        parent = Path("/sys/fs/cgroup") / controller / "lambdahost" / instance
-        if parent.is_dir():
-            found += [p for p in parent.iterdir() if p.is_dir()]
-    return found
+    parents = [Path("/sys/fs/cgroup") / c / "lambdahost" / instance for c in CONTROLLERS]
+    return [p for p in parents if p.is_dir()]
+
+
+def instance_groups(state_dir: Path) -> list[Path]:
+    return [group for p in instance_parents(state_dir) for group in p.iterdir() if group.is_dir()]
 
 
 def mounts_mentioning(path: Path) -> list[str]:
@@ -44,6 +44,7 @@ def test_no_leftovers_after_stop(tmp_path: Path) -> None:
     finally:
         assert srv.kill(signal.SIGTERM) is not None
     assert instance_groups(state_dir) == []
+    assert instance_parents(state_dir) == []
     assert mounts_mentioning(data) == []
     # Only the shared, read-only base (`rootfs/`) stays; no per-sandbox state.
     per_sandbox = state_dir / "sandboxes"

@@ -101,6 +101,7 @@ class EnvironmentPool:
         await asyncio.gather(*(self._destroy(env) for env in environments))
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.to_thread(self.backend.close)
 
     async def retire(self, function_arn: str, version: str | None = None) -> None:
         doomed = []

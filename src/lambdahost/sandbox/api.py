@@ -99,6 +99,10 @@ class Backend(abc.ABC):
         as the process runs; readiness of whatever runs inside is the caller's business.
         Raises SandboxError when the sandbox cannot be created."""
 
+    def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Called after every sandbox was destroyed: stop backend helpers and remove the
+        backend's own (now empty) cgroup parents, so a stopped server leaves nothing behind."""
+
     @abc.abstractmethod
     def cleanup_stale(self) -> int:
         """Remove what sandboxes of an earlier server process left behind (processes, cgroups,

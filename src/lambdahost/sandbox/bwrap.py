@@ -192,6 +192,9 @@ class BwrapBackend(Backend):
     def cleanup_stale(self) -> int:
         return remove_stale(self.cgroup_parent, self.cgroup_root, self._sandboxes_dir)
 
+    def close(self) -> None:
+        cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
+
 
 # bwrap (the monitor sh became) is in the sandbox's pids cgroup: don't charge it to the function.
 _HELPERS = 1

@@ -348,8 +348,10 @@ class ZygoteBackend(Backend):
             raise SandboxError(f"the zygote cannot start sandboxes here: {reason}")
 
     def close(self) -> None:
-        """Stop the zygote (running sandboxes are not affected). Not needed before exit."""
+        """Stop the zygote (running sandboxes are not affected) and remove the cgroup parent
+        if no sandbox is left in it."""
         self._link.close()
+        cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
 
     @property
     def zygote_pid(self) -> int:
