@@ -156,3 +156,19 @@ def test_weighted_routing(lam, versioned: str) -> None:
     assert counts["1"] >= 12 and counts["2"] >= 12, counts
     got = lam.get_alias(FunctionName=versioned, Name="canary")
     assert got["RoutingConfig"] == {"AdditionalVersionWeights": {"2": 0.5}}
+
+
+def test_list_functions_with_all_versions(lam, versioned: str) -> None:
+    pages = lam.get_paginator("list_functions").paginate(
+        FunctionVersion="ALL", PaginationConfig={"PageSize": 2}
+    )
+    mine = [
+        f["Version"] for page in pages for f in page["Functions"] if f["FunctionName"] == versioned
+    ]
+    assert mine == ["$LATEST", "1", "2"]
+    plain = [
+        f["FunctionName"]
+        for page in lam.get_paginator("list_functions").paginate()
+        for f in page["Functions"]
+    ]
+    assert plain.count(versioned) == 1

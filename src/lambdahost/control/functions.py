@@ -196,21 +196,22 @@ class FunctionService:
     def code_dir(self, digest: str) -> Path:
         return self.blobs.unpacked_dir(digest)
 
-    def list(self, marker: str | None, max_items: int | None) -> dict[str, Any]:
+    def list(
+        self, marker: str | None, max_items: int | None, all_versions: bool = False
+    ) -> dict[str, Any]:
+        """Functions by name ($LATEST only, or every version with FunctionVersion=ALL)."""
         limit = min(max_items or 50, 50)
         after = _decode_marker(marker)
         with self.db.session() as s:
-            query = (
-                select(VersionRow)
-                .where(VersionRow.version == LATEST, VersionRow.function_name > after)
-                .order_by(VersionRow.function_name)
-                .limit(limit + 1)
-            )
-            rows = list(s.scalars(query))
+            query = select(VersionRow).where(VersionRow.function_name >= after[0])
+            if not all_versions:
+                query = query.where(VersionRow.version == LATEST)
+            rows = sorted(s.scalars(query), key=_listing_order)
+        rows = [r for r in rows if _listing_order(r) > _marker_order(after)]
         page = rows[:limit]
         result: dict[str, Any] = {"Functions": [dict(r.config) for r in page]}
         if len(rows) > limit:
-            result["NextMarker"] = _encode_marker(page[-1].function_name)
+            result["NextMarker"] = _encode_marker(page[-1].function_name, page[-1].version)
         return result
 
     def count_and_size(self) -> tuple[int, int]:
@@ -506,14 +507,28 @@ def check_revision(expected: str | None, config: dict[str, Any]) -> None:
         )
 
 
-def _encode_marker(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode()
+def _listing_order(row: VersionRow) -> tuple[str, int]:
+    return _marker_order((row.function_name, row.version))
 
 
-def _decode_marker(marker: str | None) -> str:
+def _marker_order(position: tuple[str, str]) -> tuple[str, int]:
+    name, version = position
+    if not name:
+        return ("", -2)
+    return (name, -1 if version == LATEST else int(version))
+
+
+def _encode_marker(name: str, version: str) -> str:
+    return base64.urlsafe_b64encode(f"{name}\n{version}".encode()).decode()
+
+
+def _decode_marker(marker: str | None) -> tuple[str, str]:
     if not marker:
-        return ""
+        return ("", "")
     try:
-        return base64.urlsafe_b64decode(marker.encode()).decode()
+        name, _, version = base64.urlsafe_b64decode(marker.encode()).decode().partition("\n")
     except ValueError:
         raise InvalidParameterValue(f"Invalid marker: {marker}") from None
+    if version != LATEST and not version.isdigit():
+        raise InvalidParameterValue(f"Invalid marker: {marker}")
+    return name, version

@@ -57,7 +57,12 @@ async def get_function_configuration(call: Call) -> Output:
 @operation("ListFunctions")
 async def list_functions(call: Call) -> Output:
     p = call.params
-    return await run_in_threadpool(call.platform.functions.list, p.get("Marker"), p.get("MaxItems"))
+    return await run_in_threadpool(
+        call.platform.functions.list,
+        p.get("Marker"),
+        p.get("MaxItems"),
+        p.get("FunctionVersion") == "ALL",
+    )
 
 
 @operation("UpdateFunctionCode")
