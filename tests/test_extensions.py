@@ -232,3 +232,27 @@ def test_exec_wrapper_changes_the_environment(lam) -> None:  # noqa: ANN001
     )
     response = lam.invoke(FunctionName=name, Payload=b"{}")
     assert json.loads(response["Payload"].read()) == ["yes 4", wrapper]
+
+
+def test_response_does_not_wait_for_extensions(server, lam) -> None:  # noqa: ANN001
+    layer = publish_extension(lam, "slow-ext", {"extensions/slow": EXTENSION})
+    name = unique("slow-ext")
+    create_function(
+        lam,
+        name,
+        ECHO_ID,
+        Layers=[layer],
+        Timeout=10,
+        Environment={"Variables": {"EXT_SLEEP": "2"}},
+    )
+    invoke_id(lam, name)  # cold start
+    time.sleep(2.5)  # let the first invoke's extension work finish
+    started = time.monotonic()
+    request_id = invoke_id(lam, name)
+    assert time.monotonic() - started < 1.5  # the extension still works for 2 s after this
+    text = log_text(server, name, f"slow finished {request_id}")
+    report = next(
+        line for line in text.splitlines() if line.startswith(f"REPORT RequestId: {request_id}")
+    )
+    duration = float(report.split("Duration: ")[1].split(" ms")[0])
+    assert duration >= 2000  # billed with the extension's time, as AWS does

@@ -205,10 +205,60 @@ class EnvironmentPool:
         try:
             async with asyncio.timeout(spec.timeout_s):
                 message = await collector.await_result(env)
-                if message.kind == "result" and message.header.get("pending"):
-                    message = await _extensions_done(env, message)
         except TimeoutError:
             message = Message("timeout", {"logs": await env.flush_logs()})
+        if message.kind == "result" and message.header.get("pending"):
+            # As in Lambda, the caller gets the response as soon as the runtime posts it;
+            # the environment stays busy until every INVOKE extension called `next` again.
+            lines += message.logs
+            self._spawn(self._after_extensions(env, request, message, started, init_ms))
+            return InvokeResult(
+                request_id=request_id,
+                payload=message.body,
+                function_error=None if message.header.get("ok") else "Unhandled",
+                log_stream=env.log_stream,
+                log_lines=lines,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                init_duration_ms=init_ms,
+                max_memory_used_mb=env.max_memory_mb(),
+            )
+        return await self._finish(env, request, message, lines, started, init_ms)
+
+    async def _after_extensions(
+        self,
+        env: Environment,
+        request: InvokeRequest,
+        result: Message,
+        started: float,
+        init_ms: float | None,
+    ) -> None:
+        """Wait (within the function's timeout) for the extensions' "done", then log END and
+        REPORT (Duration includes the extensions' time, as billed) and free the environment."""
+        remaining = env.spec.timeout_s - (time.perf_counter() - started)
+        try:
+            async with asyncio.timeout(max(remaining, 0.001)):
+                message = await env.next_message()
+        except TimeoutError:
+            message = Message("timeout", {"logs": await env.flush_logs()})
+        if message.kind == "done":
+            message = Message("result", {**result.header, "logs": message.header.get("logs", [])})
+        lines: list[LogLine] = []
+        await self._finish(env, request, message, lines, started, init_ms)
+        if self.on_logs is not None:
+            self.on_logs(env.spec.log_group, env.log_stream, lines)
+
+    async def _finish(
+        self,
+        env: Environment,
+        request: InvokeRequest,
+        message: Message,
+        lines: list[LogLine],
+        started: float,
+        init_ms: float | None,
+    ) -> InvokeResult:
+        """Turn the invoke's final message into its result, END and REPORT lines, and park or
+        discard the environment."""
+        spec, request_id = env.spec, request.request_id
         duration_ms = (time.perf_counter() - started) * 1000  # with extensions' time, as billed
         lines += message.logs
         status = ""
@@ -423,17 +473,6 @@ class EnvironmentPool:
         digest = hashlib.sha256(version.encode()).hexdigest()
         arn = f"arn:aws:lambda:{spec.region}::runtime:{digest}"
         return f"INIT_START Runtime Version: {version}\tRuntime Version ARN: {arn}\n"
-
-
-async def _extensions_done(env: Environment, result: Message) -> Message:
-    """The runtime answered but extensions still work on the invoke (Lambda keeps the
-    environment busy until they call `next` again): wait for the agent's "done" and fold its
-    output into the result."""
-    message = await env.next_message()
-    if message.kind != "done":
-        return message  # the agent or runtime died meanwhile: handled like a crash
-    result.header["logs"] = [*result.header.get("logs", []), *message.header.get("logs", [])]
-    return result
 
 
 def _report_record(
