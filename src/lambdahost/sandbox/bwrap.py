@@ -44,8 +44,9 @@ from pathlib import Path
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.controlled import CgroupSandbox
-from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts
+from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts, with_tmp_volume
 from lambdahost.sandbox.seccomp import build_filter
+from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
@@ -83,6 +84,8 @@ class BwrapBackend(Backend):
         self._filter = build_filter()
         self._etc_dirs: dict[int, Path] = {}
         self._etc_for(SandboxSpec.__dataclass_fields__["uid"].default)
+        self._volumes = TmpVolumes(self.state_dir / "tmp")
+        self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
 
     def _etc_for(self, uid: int) -> Path:
         if uid not in self._etc_dirs:
@@ -96,21 +99,26 @@ class BwrapBackend(Backend):
         if cgroups.exists() or host_dir.exists():
             raise SandboxError(f"sandbox {spec.sandbox_id} already exists")
         mounts = check_mounts(spec.mounts)
+        tmp = await lease(self._volumes, spec.tmp_mb << 20)
         try:
             host_dir.mkdir()
             cgroups.create(
                 cg.Limits(spec.memory_mb << 20, spec.cpu_shares, spec.pids_max + _HELPERS)
             )
-            return await self._spawn(spec, cgroups, mounts, host_dir)
+            sandbox = await self._spawn(spec, cgroups, mounts, host_dir, tmp)
+            sandbox.tmp = tmp
+            return sandbox
         except BaseException as error:
             await _discard(cgroups, host_dir)
+            if tmp is not None:
+                tmp.release()
             if isinstance(error, OSError):
                 raise SandboxError(f"cannot start sandbox {spec.sandbox_id}: {error}") from error
             raise
 
     def _command(
         self, spec: SandboxSpec, cgroups: cg.CgroupSet, mounts: list[Mount], seccomp_fd: int,
-        info_fd: int,
+        info_fd: int, tmp: TmpLease | None = None,
     ) -> list[str]:  # fmt: skip
         privileges = [
             SETPRIV,
@@ -122,6 +130,9 @@ class BwrapBackend(Backend):
             "--no-new-privs",
             "--",
         ]
+        mount_args = bwrap_mount_args(self._etc_for(spec.uid), mounts, spec.tmp_mb << 20, spec.cwd)
+        if tmp is not None:
+            mount_args = with_tmp_volume(mount_args, tmp.path)
         environment = [ENV, "-i", "--", *(f"{key}={value}" for key, value in spec.env.items())]
         bwrap = [
             BWRAP,
@@ -137,7 +148,7 @@ class BwrapBackend(Backend):
             "--as-pid-1",
             "--cap-add",
             "CAP_SETUID,CAP_SETGID,CAP_SETPCAP",  # only for setpriv, which drops them all
-            *bwrap_mount_args(self._etc_for(spec.uid), mounts, spec.tmp_mb << 20, spec.cwd),
+            *mount_args,
             "--clearenv",
             "--chdir",
             spec.cwd,
@@ -152,14 +163,19 @@ class BwrapBackend(Backend):
                 *spec.argv]  # fmt: skip
 
     async def _spawn(
-        self, spec: SandboxSpec, cgroups: cg.CgroupSet, mounts: list[Mount], host_dir: Path
+        self,
+        spec: SandboxSpec,
+        cgroups: cg.CgroupSet,
+        mounts: list[Mount],
+        host_dir: Path,
+        tmp: TmpLease | None,
     ) -> BwrapSandbox:
         seccomp_read, seccomp_write = os.pipe()
         info_read, info_write = os.pipe()
         try:
             os.write(seccomp_write, self._filter)  # < 1 KiB: fits the pipe buffer
             os.close(seccomp_write)
-            command = self._command(spec, cgroups, mounts, seccomp_read, info_write)
+            command = self._command(spec, cgroups, mounts, seccomp_read, info_write, tmp)
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -190,9 +206,12 @@ class BwrapBackend(Backend):
         return sandbox
 
     def cleanup_stale(self) -> int:
-        return remove_stale(self.cgroup_parent, self.cgroup_root, self._sandboxes_dir)
+        removed = remove_stale(self.cgroup_parent, self.cgroup_root, self._sandboxes_dir)
+        self._volumes.cleanup_stale()  # after the processes that used them are gone
+        return removed
 
     def close(self) -> None:
+        self._volumes.close()
         cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
 
 
@@ -202,6 +221,7 @@ _HELPERS = 1
 
 class BwrapSandbox(CgroupSandbox):
     helper_pids = _HELPERS
+    tmp: TmpLease | None = None  # the disk-backed /tmp, given back on destroy
 
     def __init__(
         self,
@@ -255,6 +275,8 @@ class BwrapSandbox(CgroupSandbox):
                 await asyncio.wait_for(asyncio.shield(self._drain), 1.0)
             self._drain.cancel()
             self._destroyed = True
+            if self.tmp is not None:
+                self.tmp.release()
 
     async def _drain_stderr(self) -> None:
         stream = self._process.stderr

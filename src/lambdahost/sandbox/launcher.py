@@ -163,6 +163,9 @@ class RootBuilder:
             elif option in ("--ro-bind", "--ro-bind-try"):
                 source, target = next(items), next(items)
                 self.bind(source, target, must_exist=option == "--ro-bind")
+            elif option == "--bind":  # read-write: the disk-backed /tmp volume
+                source, target = next(items), next(items)
+                self.bind(source, target, read_only=False)
             elif option == "--symlink":
                 points_to, link = next(items), next(items)
                 os.symlink(points_to, self.inside(link))
@@ -198,7 +201,9 @@ class RootBuilder:
         os.chmod(full, mode)
         return full
 
-    def bind(self, source: str, target: str, must_exist: bool = True) -> None:
+    def bind(
+        self, source: str, target: str, must_exist: bool = True, read_only: bool = True
+    ) -> None:
         try:
             is_dir = os.path.isdir(source)
             if not is_dir and not os.path.exists(source):
@@ -214,7 +219,7 @@ class RootBuilder:
             self.mkdirs(os.path.dirname(target) or "/")
             os.close(os.open(full, os.O_WRONLY | os.O_CREAT, 0o644))
         mount(source, full, None, MS_BIND | MS_REC)
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+        flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0)
         mount(None, full, None, flags)
 
     def tmpfs(self, target: str) -> None:

@@ -151,3 +151,13 @@ def bwrap_mount_args(etc_dir: Path, mounts: list[Mount], tmp_bytes: int, cwd: st
         ensure_dir(cwd_path)  # e.g. /var/task without code mounted: an empty directory
     args += ["--remount-ro", "/"]
     return args
+
+
+_TMPFS_ARGS = 6  # "--perms", "1777", "--size", N, "--tmpfs", "/tmp"
+
+
+def with_tmp_volume(args: list[str], volume: Path) -> list[str]:
+    """`args` (from `bwrap_mount_args`) with the host directory `volume` bound read-write at
+    /tmp instead of the tmpfs (a disk-backed volume, see `tmpvol`)."""
+    end = args.index("/tmp", args.index("--tmpfs")) + 1
+    return [*args[: end - _TMPFS_ARGS], "--bind", str(volume), "/tmp", *args[end:]]

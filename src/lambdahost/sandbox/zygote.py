@@ -44,8 +44,9 @@ from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.bwrap import _validate, remove_stale
 from lambdahost.sandbox.controlled import CgroupSandbox
-from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts
+from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts, with_tmp_volume
 from lambdahost.sandbox.seccomp import build_filter
+from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 
 log = logging.getLogger("lambdahost.sandbox")
 
@@ -298,6 +299,8 @@ class ZygoteBackend(Backend):
         self._agent_argv = agent_command(AGENT_TARGET)
         self._link = self._start_link()
         self._self_test()
+        self._volumes = TmpVolumes(self.state_dir / "tmp")
+        self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
 
     # -- the zygote ------------------------------------------------------------------------
     def _config(self) -> dict:
@@ -351,6 +354,7 @@ class ZygoteBackend(Backend):
         """Stop the zygote (running sandboxes are not affected) and remove the cgroup parent
         if no sandbox is left in it."""
         self._link.close()
+        self._volumes.close()
         cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
 
     @property
@@ -375,9 +379,14 @@ class ZygoteBackend(Backend):
         return plan
 
     def _request(
-        self, spec: SandboxSpec, cgroups: cg.CgroupSet | None, mounts: list[Mount]
+        self,
+        spec: SandboxSpec,
+        cgroups: cg.CgroupSet | None,
+        mounts: list[Mount],
+        tmp: TmpLease | None = None,
     ) -> dict:
         sources = {m.target: Path(m.source) for m in mounts}
+        mount_args = self._mount_plan(spec.uid, mounts, spec.tmp_mb << 20, spec.cwd)
         return {
             "argv": spec.argv,
             "env": spec.env,
@@ -390,7 +399,7 @@ class ZygoteBackend(Backend):
             if cgroups
             else [],
             "new_root": str(self._new_root),
-            "mount_args": self._mount_plan(spec.uid, mounts, spec.tmp_mb << 20, spec.cwd),
+            "mount_args": with_tmp_volume(mount_args, tmp.path) if tmp else mount_args,
             "fd_targets": list(spec.pass_fds),
             # Only code the zygote imported may stand in for what the sandbox would run.
             "in_process": _same_dir(sources.get(AGENT_TARGET), self.agent_dir)
@@ -407,13 +416,16 @@ class ZygoteBackend(Backend):
         if self._link.lost:
             log.warning("the zygote (pid %d) exited; starting a new one", self._link.pid)
             self._link = self._start_link()
+        tmp = await lease(self._volumes, spec.tmp_mb << 20)
         stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
         try:
             cgroups.create(cg.Limits(spec.memory_mb << 20, spec.cpu_shares, spec.pids_max))
-            request = self._request(spec, cgroups, mounts)
+            request = self._request(spec, cgroups, mounts, tmp)
             pid, pidfd = await self._link.spawn(request, [stderr_write, *spec.pass_fds])
         except BaseException as error:
             os.close(stderr_read)
+            if tmp is not None:
+                tmp.release()
             await _discard(cgroups)
             if isinstance(error, OSError):
                 raise SandboxError(f"cannot start sandbox {spec.sandbox_id}: {error}") from error
@@ -421,14 +433,19 @@ class ZygoteBackend(Backend):
         finally:
             os.close(stderr_write)
         sandbox = ZygoteSandbox(spec, pid, pidfd, cgroups, stderr_read, self._link)
+        sandbox.tmp = tmp
         self._link.register(sandbox)
         return sandbox
 
     def cleanup_stale(self) -> int:
-        return remove_stale(self.cgroup_parent, self.cgroup_root, self._sandboxes_dir)
+        removed = remove_stale(self.cgroup_parent, self.cgroup_root, self._sandboxes_dir)
+        self._volumes.cleanup_stale()  # after the processes that used them are gone
+        return removed
 
 
 class ZygoteSandbox(CgroupSandbox):
+    tmp: TmpLease | None = None  # the disk-backed /tmp, given back on destroy
+
     def __init__(
         self,
         spec: SandboxSpec,
@@ -527,6 +544,8 @@ class ZygoteSandbox(CgroupSandbox):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wait_pidfd(), 5.0)
                 self._close_fds()
+                if self.tmp is not None:
+                    self.tmp.release()
 
     async def _wait_pidfd(self) -> None:
         while not _pidfd_exited(self._pidfd):

@@ -1,0 +1,431 @@
+"""Disk-backed `/tmp` volumes: an ext4 file system per sandbox, on a loop device over a sparse
+image file, with exactly `tmp_mb` usable by the sandbox's unprivileged uid.
+
+Why not tmpfs: tmpfs pages are charged to the writer's memory cgroup and cannot be reclaimed,
+so a 128 MB function writing 200 MB to `/tmp` is OOM-killed. On AWS `/tmp` is disk, separate
+from memory. Written ext4 pages are page cache: reclaimable, so they never OOM a function.
+
+Cold starts must not pay for `mkfs`, so a background thread keeps a few *ready* volumes per
+size: image made, formatted, attached to a loop device (held by our open descriptor, with
+autoclear: the device detaches itself once nothing uses it). `acquire()` takes one and mounts
+it under our state dir (one mount(2) call); the backend binds that at `/tmp`. `release()`
+shuts the file system down (its dirty pages are dropped, never written back), detaches the
+mount and deletes the image; a used volume is never handed out again. The loop device uses
+direct I/O, so the image's own page cache does not double what the function wrote.
+
+Exact size: ext4 keeps some blocks for itself. Once per size we measure what a fresh file
+system of a slightly larger image offers and mark the excess as root-reserved blocks; the
+sandbox never runs as root, so it gets ENOSPC at exactly `tmp_mb`.
+
+Everything lives in `<state_dir>/<instance>/`, one instance per `TmpVolumes` object;
+`cleanup_stale()` removes what other (dead) instances left: mounts, loop devices, images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import struct
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("lambdahost.sandbox")
+
+MKFS = "/usr/sbin/mkfs.ext4"
+TUNE2FS = "/usr/sbin/tune2fs"
+LOOP_CONTROL = "/dev/loop-control"
+SPARES = 2  # ready volumes kept per size
+MAX_SIZES = 8  # sizes kept ready at once (least recently used ones are dropped)
+BLOCK = 4096
+
+_LOOP_CTL_GET_FREE = 0x4C82
+_LOOP_CONFIGURE = 0x4C0A
+_LOOP_CLR_FD = 0x4C01
+_LO_FLAGS_AUTOCLEAR = 4
+_LO_FLAGS_DIRECT_IO = 16
+_EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
+_EXT4_GOING_FLAGS_NOLOGFLUSH = 2
+_MS_NOSUID, _MS_NODEV, _MS_NOATIME = 0x2, 0x4, 0x400
+_MNT_DETACH = 0x2
+_HELPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]  # fmt: skip
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+class VolumeError(OSError):
+    """A volume could not be made or mounted."""
+
+
+@dataclass
+class Volume:
+    """One ext4 volume: `image` attached to `device` (held open by `loop_fd`); `path` is where
+    it is mounted on the host once acquired."""
+
+    size_bytes: int
+    image: Path
+    device: str
+    loop_fd: int
+    path: Path | None = None
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    result = _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
+                         flags, data.encode() or None)  # fmt: skip
+    if result < 0:
+        code = ctypes.get_errno()
+        raise VolumeError(code, f"mount {source} on {target}: {os.strerror(code)}")
+
+
+def _umount(target: str) -> None:
+    if _libc.umount2(target.encode(), _MNT_DETACH) < 0:
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
+            raise VolumeError(code, f"umount {target}: {os.strerror(code)}")
+
+
+def _attach_loop(image: Path) -> tuple[str, int]:
+    """Attach `image` to a free loop device (direct I/O, autoclear); returns (device, fd)."""
+    backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        control = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            for _ in range(16):  # another process may take the free device first
+                number = fcntl.ioctl(control, _LOOP_CTL_GET_FREE)
+                device = f"/dev/loop{number}"
+                fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+                # struct loop_config: fd, block_size, loop_info64 (232 bytes), reserved[8]
+                info = bytearray(232)
+                struct.pack_into("I", info, 52, _LO_FLAGS_AUTOCLEAR | _LO_FLAGS_DIRECT_IO)
+                name = str(image).encode()[:63]
+                info[56 : 56 + len(name)] = name
+                config = struct.pack("II", backing, BLOCK) + bytes(info) + bytes(64)
+                try:
+                    fcntl.ioctl(fd, _LOOP_CONFIGURE, config)
+                    return device, fd
+                except OSError as error:
+                    os.close(fd)
+                    if error.errno != errno.EBUSY:
+                        raise
+            raise VolumeError(errno.EBUSY, "no free loop device")
+        finally:
+            os.close(control)
+    finally:
+        os.close(backing)
+
+
+def _run(*argv: str) -> None:
+    result = subprocess.run(argv, capture_output=True, env=_HELPER_ENV, check=False)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip()
+        raise VolumeError(errno.EIO, f"{argv[0]} failed: {detail}")
+
+
+def _format(image: Path, image_bytes: int, reserved_blocks: int) -> None:
+    with open(image, "wb") as f:
+        f.truncate(image_bytes)  # sparse: costs no disk until written
+    # No journal (nothing to recover: volumes never outlive their sandbox), lazy inode tables.
+    _run(MKFS, "-q", "-F", "-b", str(BLOCK), "-m", "0", "-O", "^has_journal,^resize_inode",
+         "-E", "lazy_itable_init=1,nodiscard", str(image))  # fmt: skip
+    if reserved_blocks:
+        _run(TUNE2FS, "-r", str(reserved_blocks), str(image))
+
+
+class TmpVolumes:
+    """A pool of ready ext4 volumes per size, refilled by a background thread."""
+
+    def __init__(self, state_dir: Path, spares: int = SPARES) -> None:
+        self.root = state_dir
+        self.dir = state_dir / f"v-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.spares = spares
+        self._ready: dict[int, collections.deque[Volume]] = {}
+        self._layouts: dict[int, tuple[int, int]] = {}  # size → (image bytes, reserved blocks)
+        self._lock = threading.Condition()
+        self._closed = False
+        self._used: list[Volume] = []  # released, image still to delete
+        self._ids = 0
+        self._thread: threading.Thread | None = None
+        self.reason = _unavailable_reason()
+        if self.reason is None:
+            try:
+                self.dir.mkdir(parents=True, mode=0o700)
+            except OSError as error:
+                self.reason = f"cannot create {self.dir}: {error}"
+        if self.reason is None:
+            atexit.register(self.close)  # also for backends nobody closes
+        else:
+            log.warning("sandboxes get a tmpfs /tmp, charged to their memory: %s", self.reason)
+
+    @property
+    def available(self) -> bool:
+        return self.reason is None
+
+    # -- the pool --------------------------------------------------------------------------
+    def prepare(self, size_bytes: int) -> None:
+        """Keep volumes of this size ready from now on (refilled in the background)."""
+        if not self.available:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            ready = self._ready.pop(size_bytes, None)
+            self._ready[size_bytes] = ready if ready is not None else collections.deque()
+            while len(self._ready) > MAX_SIZES:  # forget the least recently used size
+                oldest = next(iter(self._ready))
+                for volume in self._ready.pop(oldest):
+                    self._discard(volume)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._refill, name="lambdahost-tmpvol", daemon=True
+                )
+                self._thread.start()
+            self._lock.notify_all()
+
+    def acquire(self, size_bytes: int) -> Volume:
+        """A fresh volume of `size_bytes` usable bytes, mounted on the host (`volume.path`).
+        Fast when one is ready; otherwise makes one now (tens of ms). Blocking: call it from a
+        thread when the pool is empty (`ready()` says)."""
+        if not self.available:
+            raise VolumeError(errno.ENODEV, self.reason or "unavailable")
+        self.prepare(size_bytes)
+        with self._lock:
+            ready = self._ready.get(size_bytes)
+            volume = ready.popleft() if ready else None
+            self._lock.notify_all()
+        if volume is None:
+            volume = self._make(size_bytes)
+        try:
+            self._mount(volume)
+        except BaseException:
+            self._discard(volume)
+            raise
+        return volume
+
+    def ready(self, size_bytes: int) -> bool:
+        with self._lock:
+            return bool(self._ready.get(size_bytes))
+
+    def release(self, volume: Volume) -> None:
+        """Unmount `volume` now (what was written is dropped, not flushed); its image is
+        deleted in the background (freeing a big file's extents takes tens of ms)."""
+        self._unmount(volume)
+        with self._lock:
+            if self._thread is not None and not self._closed:
+                self._used.append(volume)
+                self._lock.notify_all()
+                return
+        self._discard(volume)
+
+    def close(self) -> None:
+        """Stop refilling and delete every ready volume (acquired ones are the sandboxes')."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(30)
+        with self._lock:
+            volumes = [v for ready in self._ready.values() for v in ready] + self._used
+            self._ready.clear()
+            self._used = []
+        for volume in volumes:
+            self._discard(volume)
+        if self.available:
+            with contextlib.suppress(OSError):
+                self.dir.rmdir()
+
+    def cleanup_stale(self) -> int:
+        """Remove the volumes other instances left in the state dir (after a crash)."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for entry in self.root.iterdir():
+            if entry != self.dir and entry.is_dir():
+                removed += remove_instance(entry)
+        return removed
+
+    # -- making and discarding -------------------------------------------------------------
+    def _refill(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._closed or self._used) and (size := self._short_size()) is None:
+                    self._lock.wait()
+                if self._closed:
+                    return
+                used, self._used = self._used, []
+            if used:
+                for volume in used:
+                    self._discard(volume)
+                continue
+            try:
+                volume = self._make(size)
+            except OSError as error:
+                log.warning("cannot make a /tmp volume of %d MB: %s", size >> 20, error)
+                with self._lock:
+                    self._lock.wait(5)  # don't spin on a persistent failure
+                continue
+            with self._lock:
+                ready = self._ready.get(size)
+                if ready is None or self._closed:
+                    self._discard(volume)
+                else:
+                    ready.append(volume)
+
+    def _short_size(self) -> int | None:
+        for size, ready in reversed(self._ready.items()):  # the most recently used first
+            if len(ready) < self.spares:
+                return size
+        return None
+
+    def _make(self, size_bytes: int) -> Volume:
+        with self._lock:
+            self._ids += 1
+            image = self.dir / f"{self._ids}-{size_bytes >> 20}.img"
+        image_bytes, reserved = self._layout(size_bytes)
+        try:
+            _format(image, image_bytes, reserved)
+            device, fd = _attach_loop(image)
+        except BaseException:
+            image.unlink(missing_ok=True)
+            raise
+        return Volume(size_bytes, image, device, fd)
+
+    def _layout(self, size_bytes: int) -> tuple[int, int]:
+        """(image size, reserved blocks) giving exactly `size_bytes` to unprivileged users,
+        measured once per size on a throwaway volume."""
+        layout = self._layouts.get(size_bytes)
+        if layout is not None:
+            return layout
+        image_bytes = size_bytes + size_bytes // 16 + (16 << 20)
+        image_bytes -= image_bytes % BLOCK
+        with self._lock:
+            self._ids += 1
+            image = self.dir / f"{self._ids}-measure.img"
+        try:
+            _format(image, image_bytes, 0)
+            device, fd = _attach_loop(image)
+            volume = Volume(size_bytes, image, device, fd)
+            try:
+                self._mount(volume)
+                assert volume.path is not None
+                stat = os.statvfs(volume.path)
+                available = stat.f_bavail * stat.f_frsize
+            finally:
+                self._discard(volume)
+        finally:
+            image.unlink(missing_ok=True)
+        if available < size_bytes:
+            raise VolumeError(errno.ENOSPC, f"ext4 overhead above estimate for {size_bytes}")
+        layout = (image_bytes, (available - size_bytes) // BLOCK)
+        self._layouts[size_bytes] = layout
+        return layout
+
+    def _mount(self, volume: Volume) -> None:
+        path = volume.image.with_suffix("")
+        path.mkdir(mode=0o755)
+        try:
+            _mount(volume.device, str(path), "ext4", _MS_NOSUID | _MS_NODEV | _MS_NOATIME)
+        except BaseException:
+            path.rmdir()
+            raise
+        volume.path = path
+        # A fresh /tmp as the function expects it: empty and world-writable (sticky).
+        os.rmdir(path / "lost+found")
+        os.chmod(path, 0o1777)
+
+    def _discard(self, volume: Volume) -> None:
+        self._unmount(volume)
+        if volume.loop_fd >= 0:
+            os.close(volume.loop_fd)  # autoclear: the device detaches once the fs is gone
+            volume.loop_fd = -1
+        volume.image.unlink(missing_ok=True)
+
+    def _unmount(self, volume: Volume) -> None:
+        if volume.path is not None:
+            with contextlib.suppress(OSError):
+                fd = os.open(volume.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:  # drop dirty pages instead of writing them back to an image we delete
+                    flags = struct.pack("I", _EXT4_GOING_FLAGS_NOLOGFLUSH)
+                    fcntl.ioctl(fd, _EXT4_IOC_SHUTDOWN, flags)
+                finally:
+                    os.close(fd)
+            _umount(str(volume.path))
+            with contextlib.suppress(OSError):
+                volume.path.rmdir()
+            volume.path = None
+
+
+def remove_instance(directory: Path) -> int:
+    """Unmount, detach and delete every volume under `directory`; returns how many images."""
+    prefix = str(directory) + "/"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point = line.split(" ", 5)[4].replace("\\040", " ")
+        if mount_point.startswith(prefix):
+            with contextlib.suppress(OSError):
+                _umount(mount_point)
+    images = list(directory.glob("*.img"))
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            if backing.read_text().strip().startswith(prefix):
+                fd = os.open(f"/dev/{backing.parent.parent.name}", os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    fcntl.ioctl(fd, _LOOP_CLR_FD)
+                finally:
+                    os.close(fd)
+    shutil.rmtree(directory, ignore_errors=True)
+    return len(images)
+
+
+def _unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "not root"
+    for tool in (MKFS, TUNE2FS):
+        if not os.access(tool, os.X_OK):
+            return f"{tool} is missing (apt-get install e2fsprogs)"
+    if not os.path.exists(LOOP_CONTROL):
+        return f"{LOOP_CONTROL} is missing (no loop devices)"
+    return None
+
+
+class TmpLease:
+    """A sandbox's hold on its volume: `release()` (idempotent) gives it back."""
+
+    def __init__(self, pool: TmpVolumes, volume: Volume) -> None:
+        self.pool = pool
+        self.volume = volume
+        self.path: Path = volume.path or Path()
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.pool.release(self.volume)
+
+
+async def lease(pool: TmpVolumes, size_bytes: int) -> TmpLease | None:
+    """A mounted volume for one sandbox, or None when the host cannot make one (the caller
+    then falls back to a tmpfs /tmp; the reason was logged)."""
+    if not pool.available:
+        return None
+    try:
+        if pool.ready(size_bytes):
+            volume = pool.acquire(size_bytes)  # a mount(2) call: cheaper than a thread hop
+        else:
+            volume = await asyncio.to_thread(pool.acquire, size_bytes)
+    except OSError as error:
+        log.warning("no disk-backed /tmp (%s); using a tmpfs", error)
+        return None
+    return TmpLease(pool, volume)
