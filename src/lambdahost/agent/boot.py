@@ -40,6 +40,35 @@ def launch(argv: list[str], env: dict[str, str], output_fd: int) -> int:
 
 # Set by the zygote to `forkserver.spawn`: starts a pre-imported runtime by fork, or says None.
 fork_runtime = None
+RUNTIME_MODULE = "lambdahost_runtime"  # what our python bootstrap.py imports
+
+
+def preload_runtime(argv: list[str]) -> None:
+    """Outside the zygote, for our python runtime: import its module here and have
+    `forkserver` fork it from the agent, instead of paying for a second interpreter start-up
+    (~15 ms). Same process set-up as on the zygote path; any other argv is exec'd."""
+    import sys
+
+    from . import forkserver
+
+    if not forkserver.can_run(argv):
+        return
+    script = argv[3]
+    directory = script.rpartition("/")[0]
+    if not os.path.isfile(f"{directory}/{RUNTIME_MODULE}.py"):
+        return
+    sys.path.insert(0, directory)
+    try:
+        with open(script, "rb") as f:
+            code = compile(f.read(), script, "exec", dont_inherit=True)
+        __import__(RUNTIME_MODULE)
+    except Exception:
+        return  # exec it then: the runtime reports whatever is wrong as it always did
+    finally:
+        sys.path.remove(directory)
+    forkserver.register(script, code)
+    global fork_runtime
+    fork_runtime = forkserver.spawn
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> tuple[int, int, OSError | None]:
@@ -87,6 +116,8 @@ def main() -> None:
         pid, error = 0, None
         output_fd, runtime_fd = os.pipe()
     else:
+        if argv and fork_runtime is None:
+            preload_runtime(argv)
         pid, output_fd, error = spawn(argv, env) if argv else (0, -1, None)
 
     from .main import Agent  # the heavier imports, while the runtime starts

@@ -4,7 +4,9 @@ On the zygote path (`lambdahost.sandbox.zygote_main`) the agent runs inside a pr
 already imported the runtime module before it was forked into the sandbox, so the runtime can
 start as a plain fork of the agent: no interpreter start-up, no imports, only the handler's.
 `boot.spawn` asks `spawn()` first; it answers None for any argv it cannot stand in for (other
-runtimes, a custom bootstrap), which then start with exec as always.
+runtimes, a custom bootstrap), which then start with exec as always. On the fresh (bwrap) path
+`boot.preload_runtime` imports the runtime module in the agent itself and uses this module the
+same way, saving the second interpreter start-up.
 
 What the child sets up is what `python3.11 -u -S <bootstrap>` would have: the environment,
 argv, sys.path (script directory, PYTHONPATH, stdlib), unbuffered text stdout/stderr on the
@@ -37,9 +39,14 @@ def register(script: str, code: types.CodeType) -> None:
     _bootstraps[script] = code
 
 
+def can_run(argv: list[str]) -> bool:
+    """argv has the form this module stands in for: [python3.11, -u, -S, <script>]."""
+    return len(argv) == 4 and argv[0] == PYTHON and argv[1:3] == RUNTIME_OPTIONS
+
+
 def spawn(argv: list[str], env: dict[str, str]) -> tuple[int, int, OSError | None] | None:
     """Like `boot.spawn`, for argv = [python3.11, -u, -S, <registered bootstrap>]; else None."""
-    if len(argv) != 4 or argv[0] != PYTHON or argv[1:3] != RUNTIME_OPTIONS:
+    if not can_run(argv):
         return None
     code = _bootstraps.get(argv[3])
     if code is None:

@@ -41,6 +41,12 @@ import types
 
 MAX_MESSAGE = 1 << 20
 NETNS_SPARES = 4  # network namespaces made while idle, ahead of spawns
+# Shells: children forked ahead (PID 1 of a new pid namespace each), waiting for a spawn
+# request, so a spawn skips the fork (~2 ms for the zygote's 24 MB). Made only after the
+# zygote has been idle for SHELL_DELAY_MS, so refilling does not compete with a starting
+# sandbox for the CPU.
+SHELL_SPARES = 2
+SHELL_DELAY_MS = 30
 MAX_FDS = 64
 # Imported once here so no sandbox pays for them. Not `logging`: the python runtime configures
 # it the moment user code first imports it (and not asyncio/concurrent, which import it).
@@ -120,15 +126,20 @@ class Zygote:
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.own_net_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.spare_netns: list[int] = []
+        self.shells: list[tuple[int, socket.socket]] = []  # (pid, our end of its socket)
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- messages --------------------------------------------------------------------------
     def send(self, message: dict, fds: list[int] = ()) -> None:  # type: ignore[assignment]
+        self.send_to(self.control, message, fds)
+
+    @staticmethod
+    def send_to(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:  # type: ignore[assignment]
         data = json.dumps(message, separators=(",", ":")).encode()
         ancillary = []
         if fds:
             ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-        self.control.sendmsg([data], ancillary)
+        sock.sendmsg([data], ancillary)
 
     def receive(self) -> tuple[dict | None, list[int]]:
         data, ancillary, flags, _ = self.control.recvmsg(
@@ -183,6 +194,10 @@ class Zygote:
     def spawn(self, request: dict, fds: list[int]) -> None:
         launcher = self.launcher
         assert launcher is not None
+        pid = self.hand_to_shell(request, fds) if fds else 0
+        if pid:
+            self.spawned(request, pid)
+            return
         try:
             if not fds:
                 raise ValueError("no stderr descriptor")
@@ -202,12 +217,80 @@ class Zygote:
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
+        self.spawned(request, pid)
+
+    def spawned(self, request: dict, pid: int) -> None:
+        launcher = self.launcher
+        assert launcher is not None
         self.children[pid] = request["id"]
         pidfd = launcher.pidfd_open(pid)  # the host watches it should we die
         try:
             self.send({"t": "spawned", "id": request["id"], "pid": pid}, [pidfd])
         finally:
             os.close(pidfd)
+
+    def hand_to_shell(self, request: dict, fds: list[int]) -> int:
+        """Pass the request and its descriptors to a waiting shell: its pid, or 0 if none
+        took it (then the caller forks as without shells)."""
+        while self.shells:
+            pid, sock = self.shells.pop(0)
+            try:
+                with sock:
+                    self.send_to(sock, request, fds)
+            except OSError:
+                continue  # it died while waiting (the zygote reaps it)
+            for fd in fds:
+                os.close(fd)
+            return pid
+        return 0
+
+    def make_shell(self) -> None:
+        launcher = self.launcher
+        assert launcher is not None
+        netns = self.spare_netns.pop() if self.spare_netns else -1
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            launcher.unshare(launcher.CLONE_NEWPID)  # for the next child only
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    ours.detach()
+                    self.shell(theirs, netns)  # never returns
+            finally:
+                launcher.setns(self.own_pid_ns, launcher.CLONE_NEWPID)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            if netns >= 0:
+                os.close(netns)
+        self.shells.append((pid, ours))
+
+    def shell(self, sock: socket.socket, netns: int) -> None:
+        """In a shell (PID 1 of its pid namespace): keep only our socket and the network
+        namespace, wait for a request, then be `child()`. Exits when the zygote does."""
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # Nothing of the zygote's may stay open here: its end of the server's socket
+            # would hide the zygote's exit from the server.
+            self.control.detach()
+            for _, other in self.shells:
+                other.detach()
+            keep = sorted(fd for fd in (sock.fileno(), netns) if fd >= 0)
+            low = 3
+            for fd in keep:
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, 1 << 20)
+            self.control = sock  # `child()` detaches it; arrange_fds closes it
+            message, fds = self.receive()
+        except BaseException:
+            os._exit(125)
+        if message is None or not fds:
+            os._exit(0)  # the zygote is gone
+        self.child(message, fds[0], fds[1:], netns)
 
     def child(self, request: dict, stderr_fd: int, received: list[int], netns: int) -> None:
         """In the forked child, PID 1 of its pid namespace: become the sandbox, then exec argv
@@ -259,6 +342,16 @@ class Zygote:
             except OSError:
                 return  # children then unshare their own, as without spares
 
+    def make_shells(self) -> None:
+        """Called when idle for a while: refill the shells spawns take (and the network
+        namespaces they took)."""
+        while len(self.shells) < SHELL_SPARES:
+            try:
+                self.make_shell()
+            except OSError:
+                return  # spawns then fork, as without shells
+            self.make_spares()
+
     def reap(self) -> None:
         while True:
             try:
@@ -295,7 +388,10 @@ class Zygote:
             events = poller.poll(0)  # handle what is waiting before refilling
             if not events:
                 self.make_spares()
-                events = poller.poll()
+                events = poller.poll(SHELL_DELAY_MS if len(self.shells) < SHELL_SPARES else None)
+                if not events:
+                    self.make_shells()
+                    continue
             for fd, _ in events:
                 if fd == self.wake_read:
                     try:
