@@ -301,7 +301,16 @@ class TmpVolumes:
         except BaseException:
             image.unlink(missing_ok=True)
             raise
-        return Volume(size_bytes, image, device, fd)
+        volume = Volume(size_bytes, image, device, fd)
+        try:
+            self._mount(volume)  # shape the fresh /tmp here, off the cold-start path
+            os.rmdir(volume.path / "lost+found")  # type: ignore[operator]
+            os.chmod(volume.path, 0o1777)  # type: ignore[arg-type]
+            self._unmount(volume, drop_writes=False)
+        except BaseException:
+            self._discard(volume)
+            raise
+        return volume
 
     def _layout(self, size_bytes: int) -> tuple[int, int]:
         """(image size, reserved blocks) giving exactly `size_bytes` to unprivileged users,
@@ -321,6 +330,7 @@ class TmpVolumes:
             try:
                 self._mount(volume)
                 assert volume.path is not None
+                os.rmdir(volume.path / "lost+found")  # as every handed-out volume has it
                 stat = os.statvfs(volume.path)
                 available = stat.f_bavail * stat.f_frsize
             finally:
@@ -342,9 +352,6 @@ class TmpVolumes:
             path.rmdir()
             raise
         volume.path = path
-        # A fresh /tmp as the function expects it: empty and world-writable (sticky).
-        os.rmdir(path / "lost+found")
-        os.chmod(path, 0o1777)
 
     def _discard(self, volume: Volume) -> None:
         self._unmount(volume)
@@ -353,15 +360,16 @@ class TmpVolumes:
             volume.loop_fd = -1
         volume.image.unlink(missing_ok=True)
 
-    def _unmount(self, volume: Volume) -> None:
+    def _unmount(self, volume: Volume, drop_writes: bool = True) -> None:
         if volume.path is not None:
-            with contextlib.suppress(OSError):
-                fd = os.open(volume.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:  # drop dirty pages instead of writing them back to an image we delete
-                    flags = struct.pack("I", _EXT4_GOING_FLAGS_NOLOGFLUSH)
-                    fcntl.ioctl(fd, _EXT4_IOC_SHUTDOWN, flags)
-                finally:
-                    os.close(fd)
+            if drop_writes:
+                with contextlib.suppress(OSError):
+                    fd = os.open(volume.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    try:  # drop dirty pages instead of writing them back to an image we delete
+                        flags = struct.pack("I", _EXT4_GOING_FLAGS_NOLOGFLUSH)
+                        fcntl.ioctl(fd, _EXT4_IOC_SHUTDOWN, flags)
+                    finally:
+                        os.close(fd)
             _umount(str(volume.path))
             with contextlib.suppress(OSError):
                 volume.path.rmdir()
