@@ -134,6 +134,37 @@ def _run(*argv: str) -> None:
         raise VolumeError(errno.EIO, f"{argv[0]} failed: {detail}")
 
 
+def _copy_sparse(source: Path, target: Path) -> None:
+    """Copy only `source`'s data extents (a fresh ext4 image is ~100 KB of a sparse file)."""
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            end = os.fstat(src).st_size
+            os.ftruncate(dst, end)
+            offset = 0
+            while offset < end:
+                try:
+                    start = os.lseek(src, offset, os.SEEK_DATA)
+                except OSError as error:
+                    if error.errno == errno.ENXIO:  # no data after offset
+                        break
+                    raise
+                stop = os.lseek(src, start, os.SEEK_HOLE)
+                os.lseek(src, start, os.SEEK_SET)
+                os.lseek(dst, start, os.SEEK_SET)
+                remaining = stop - start
+                while remaining:
+                    chunk = os.read(src, min(remaining, 1 << 20))
+                    os.write(dst, chunk)
+                    remaining -= len(chunk)
+                offset = stop
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
 def _format(image: Path, image_bytes: int, reserved_blocks: int) -> None:
     with open(image, "wb") as f:
         f.truncate(image_bytes)  # sparse: costs no disk until written
@@ -153,6 +184,7 @@ class TmpVolumes:
         self.spares = spares
         self._ready: dict[int, collections.deque[Volume]] = {}
         self._layouts: dict[int, tuple[int, int]] = {}  # size → (image bytes, reserved blocks)
+        self._template_lock = threading.Lock()
         self._lock = threading.Condition()
         self._closed = False
         self._used: list[Volume] = []  # released, image still to delete
@@ -243,6 +275,8 @@ class TmpVolumes:
             self._used = []
         for volume in volumes:
             self._discard(volume)
+        for template in self.dir.glob("template-*.img"):
+            template.unlink(missing_ok=True)
         if self.available:
             with contextlib.suppress(OSError):
                 self.dir.rmdir()
@@ -291,26 +325,47 @@ class TmpVolumes:
         return None
 
     def _make(self, size_bytes: int) -> Volume:
+        """A new volume: a sparse copy of the size's template (formatted and shaped once),
+        attached to a loop device. About 1 ms, against ~10 ms for mkfs per volume."""
+        template = self._template(size_bytes)
         with self._lock:
             self._ids += 1
             image = self.dir / f"{self._ids}-{size_bytes >> 20}.img"
-        image_bytes, reserved = self._layout(size_bytes)
         try:
-            _format(image, image_bytes, reserved)
+            _copy_sparse(template, image)
             device, fd = _attach_loop(image)
         except BaseException:
             image.unlink(missing_ok=True)
             raise
-        volume = Volume(size_bytes, image, device, fd)
+        return Volume(size_bytes, image, device, fd)
+
+    def _template(self, size_bytes: int) -> Path:
+        """The size's formatted image, with /tmp's shape: no lost+found, mode 1777."""
+        template = self.dir / f"template-{size_bytes >> 20}.img"
+        with self._template_lock:
+            if not template.exists():
+                self._make_template(template, size_bytes)
+        return template
+
+    def _make_template(self, template: Path, size_bytes: int) -> None:
+        image_bytes, reserved = self._layout(size_bytes)
+        staging = self.dir / f"template-{size_bytes >> 20}-new.img"
         try:
-            self._mount(volume)  # shape the fresh /tmp here, off the cold-start path
-            os.rmdir(volume.path / "lost+found")  # type: ignore[operator]
-            os.chmod(volume.path, 0o1777)  # type: ignore[arg-type]
-            self._unmount(volume, drop_writes=False)
-        except BaseException:
-            self._discard(volume)
-            raise
-        return volume
+            _format(staging, image_bytes, reserved)
+            device, fd = _attach_loop(staging)
+            volume = Volume(size_bytes, staging, device, fd)
+            try:
+                self._mount(volume)
+                assert volume.path is not None
+                os.rmdir(volume.path / "lost+found")
+                os.chmod(volume.path, 0o1777)
+                self._unmount(volume, drop_writes=False)
+            finally:
+                if volume.loop_fd >= 0:
+                    os.close(volume.loop_fd)  # autoclear detaches it
+            os.rename(staging, template)
+        finally:
+            staging.unlink(missing_ok=True)
 
     def _layout(self, size_bytes: int) -> tuple[int, int]:
         """(image size, reserved blocks) giving exactly `size_bytes` to unprivileged users,
