@@ -33,7 +33,6 @@ import asyncio
 import collections
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
@@ -77,8 +76,7 @@ class BwrapBackend(Backend):
             raise SandboxError(str(error)) from None
         self.state_dir = state_dir.resolve()
         self.cgroup_root = cgroup_root
-        instance = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
-        self.cgroup_parent = f"lambdahost/{instance}"
+        self.cgroup_parent = cg.instance_parent(self.state_dir)
         self._sandboxes_dir = self.state_dir / "sandboxes"
         self._sandboxes_dir.mkdir(parents=True, exist_ok=True)
         self._filter = build_filter()

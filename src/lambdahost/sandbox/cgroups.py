@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
 import signal
 import time
@@ -208,6 +209,12 @@ def children(parent: str, root: Path = CGROUP_ROOT) -> set[str]:
         if base.is_dir():
             names.update(entry.name for entry in base.iterdir() if entry.is_dir())
     return names
+
+
+def instance_parent(state_dir: Path) -> str:
+    """The cgroup parent of one backend instance, `lambdahost/<hash of its state dir>`, so
+    servers with different data dirs never touch each other's sandboxes."""
+    return f"lambdahost/{hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]}"
 
 
 def remove_if_empty(name: str, root: Path = CGROUP_ROOT) -> None:

@@ -25,7 +25,6 @@ import array
 import asyncio
 import collections
 import contextlib
-import hashlib
 import itertools
 import json
 import logging
@@ -282,8 +281,7 @@ class ZygoteBackend(Backend):
             raise SandboxError(str(error)) from None
         self.state_dir = state_dir.resolve()
         self.cgroup_root = cgroup_root
-        instance = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
-        self.cgroup_parent = f"lambdahost/{instance}"
+        self.cgroup_parent = cg.instance_parent(self.state_dir)
         self._sandboxes_dir = self.state_dir / "sandboxes"  # bwrap's; this one keeps none
         self._sandboxes_dir.mkdir(parents=True, exist_ok=True)
         self._new_root = self.state_dir / "root"  # only a mount point, inside each sandbox
