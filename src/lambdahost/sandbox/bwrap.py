@@ -274,7 +274,7 @@ class BwrapSandbox(CgroupSandbox):
             self._drain.cancel()
             self._destroyed = True
             if self.tmp is not None:
-                self.tmp.release()
+                await asyncio.to_thread(self.tmp.release)  # unmounting: off the event loop
 
     async def _drain_stderr(self) -> None:
         stream = self._process.stderr

@@ -543,7 +543,9 @@ class ZygoteSandbox(CgroupSandbox):
                         await asyncio.wait_for(self._wait_pidfd(), 5.0)
                 self._close_fds()
                 if self.tmp is not None:
-                    self.tmp.release()
+                    # Unmounting takes a millisecond or more: not on the event loop, where a
+                    # cold start may be waiting.
+                    await asyncio.to_thread(self.tmp.release)
 
     async def _wait_pidfd(self) -> None:
         while not _pidfd_exited(self._pidfd):
