@@ -373,7 +373,9 @@ class TmpVolumes:
         layout = self._layouts.get(size_bytes)
         if layout is not None:
             return layout
-        image_bytes = size_bytes + size_bytes // 16 + (16 << 20)
+        # ext4's own blocks; the fixed part is capped for small sizes, whose reserve could
+        # otherwise exceed the half of all blocks tune2fs accepts.
+        image_bytes = size_bytes + size_bytes // 16 + min(16 << 20, max(1 << 20, size_bytes // 2))
         image_bytes -= image_bytes % BLOCK
         with self._lock:
             self._ids += 1
