@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lambdahost.store.db import Database
@@ -155,20 +155,55 @@ class LogStore:
         merged: dict[tuple[str, str], list[tuple[int, str]]] = {}
         for group, stream, lines in batches:
             merged.setdefault((group, stream), []).extend(lines)
+        streams = LogStreamRow.__table__
         with self.db.session() as s:
             for (group, stream), lines in merged.items():
+                first = min(t for t, _ in lines)
+                last = max(t for t, _ in lines)
+                # One Core UPDATE per stream in the common case (it exists); the statistics
+                # are widened in SQL, so no row is loaded.
+                widened = (
+                    update(streams)
+                    .where(streams.c.group_name == group, streams.c.name == stream)
+                    .values(
+                        first_event_ms=case(
+                            (
+                                or_(
+                                    streams.c.first_event_ms.is_(None),
+                                    streams.c.first_event_ms > first,
+                                ),
+                                first,
+                            ),
+                            else_=streams.c.first_event_ms,
+                        ),
+                        last_event_ms=case(
+                            (
+                                or_(
+                                    streams.c.last_event_ms.is_(None),
+                                    streams.c.last_event_ms < last,
+                                ),
+                                last,
+                            ),
+                            else_=streams.c.last_event_ms,
+                        ),
+                        last_ingestion_ms=now,
+                    )
+                )
+                if s.execute(widened).rowcount:
+                    continue
                 # One writer thread: get-or-create needs no upsert, and stays portable.
                 if s.get(LogGroupRow, group) is None:
                     s.add(LogGroupRow(name=group, created_ms=now))
-                row = s.get(LogStreamRow, (group, stream))
-                if row is None:
-                    row = LogStreamRow(group_name=group, name=stream, created_ms=now)
-                    s.add(row)
-                first = min(t for t, _ in lines)
-                last = max(t for t, _ in lines)
-                row.first_event_ms = min(row.first_event_ms or first, first)
-                row.last_event_ms = max(row.last_event_ms or last, last)
-                row.last_ingestion_ms = now
+                s.add(
+                    LogStreamRow(
+                        group_name=group,
+                        name=stream,
+                        created_ms=now,
+                        first_event_ms=first,
+                        last_event_ms=last,
+                        last_ingestion_ms=now,
+                    )
+                )
             s.flush()
             s.execute(
                 insert(LogEventRow.__table__),  # Core executemany: no ORM bookkeeping
