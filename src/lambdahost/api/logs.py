@@ -14,7 +14,8 @@ from typing import Any
 from botocore.model import OperationNotFoundError
 
 from lambdahost.api.model import WireResponse, service_model, validate
-from lambdahost.control.logs import OPERATIONS, InvalidParameter, LogService
+from lambdahost.control.log_syntax import InvalidParameter
+from lambdahost.control.logs import OPERATIONS, LogService
 from lambdahost.errors import LambdaError, NotImplementedOperation, ServiceError, ValidationError
 from lambdahost.platform import Platform
 
