@@ -21,19 +21,12 @@ pidfds (an exit status the dead zygote could not report reads as -9).
 
 from __future__ import annotations
 
-import array
 import asyncio
 import collections
 import contextlib
-import itertools
-import json
 import logging
 import os
 import select
-import socket
-import subprocess
-import time
-import weakref
 from pathlib import Path
 
 import lambdahost
@@ -46,219 +39,18 @@ from lambdahost.sandbox.controlled import CgroupSandbox
 from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts, with_tmp_volume
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
+from lambdahost.sandbox.zygote_link import (
+    LAUNCHER,
+    PYTHON,
+    START_TIMEOUT,
+    ZygoteLink,
+)
 
 log = logging.getLogger("lambdahost.sandbox")
 
-PYTHON = "/usr/bin/python3.11"  # Debian's: what sandboxes run, never the venv's or pyenv's
-HERE = Path(__file__).resolve().parent
-ZYGOTE_MAIN = HERE / "zygote_main.py"
-LAUNCHER = HERE / "launcher.py"
 AGENT_TARGET = "/var/rapid"  # where invoke/ mounts the agent (environment.AGENT_DIR)
-_START_TIMEOUT = 20.0
-_MAX_MESSAGE = 1 << 16
 _STDERR_TAIL_BYTES = 8192
 _KILLED = -9
-
-
-class ZygoteLink:
-    """One zygote process and the SEQPACKET socket to it. Starting is synchronous (a few
-    hundred ms, once); spawning is async on whichever event loop is running."""
-
-    def __init__(self, config: dict) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            # The source on stdin (`-`), not a path: every sandbox's /proc/1/cmdline shows
-            # the zygote's argv, and host paths are none of a function's business.
-            self.process = subprocess.Popen(
-                [PYTHON, "-I", "-S", "-", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                env={"PATH": "/usr/bin:/bin", "LC_CTYPE": "C.UTF-8"},
-                cwd="/",
-                start_new_session=True,  # the server's Ctrl-C must not reach it
-            )
-        except OSError as error:
-            ours.close()
-            raise SandboxError(f"cannot start the zygote: {error}") from error
-        finally:
-            theirs.close()
-        self.sock = ours
-        try:
-            assert self.process.stdin is not None
-            self.process.stdin.write(ZYGOTE_MAIN.read_bytes())
-            self.process.stdin.close()
-        except OSError:
-            pass  # it died at once: the handshake below says so
-        self.lost = False
-        self.pid = self.process.pid
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[tuple[int, int]]] = {}
-        self._sandboxes: dict[int, ZygoteSandbox] = {}  # pid → running sandbox
-        self._early_exits: dict[int, int] = {}  # reported before start() registered them
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Closing our end makes the zygote exit; do it also if the backend is just dropped.
-        self._finalizer = weakref.finalize(self, _close_link, self.sock, self.process)
-        try:
-            self._send(config)
-            ready, _ = self._receive_blocking(time.monotonic() + _START_TIMEOUT)
-        except (OSError, TimeoutError) as error:
-            self.close()
-            raise SandboxError(f"the zygote did not start: {error}") from error
-        if ready.get("t") != "ready":
-            self.close()
-            raise SandboxError(f"the zygote failed to start: {ready.get('error', ready)}")
-        self.preloaded: list[str] = ready.get("preloaded", [])
-
-    def close(self) -> None:
-        self.lost = True
-        self._finalizer()
-
-    # -- messages --------------------------------------------------------------------------
-    def _send(self, message: dict, fds: list[int] | tuple[int, ...] = ()) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode()
-        ancillary = []
-        if fds:
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-        self.sock.sendmsg([data], ancillary)  # blocks only while the zygote's queue is full
-
-    def _receive(self, flags: int = 0) -> tuple[dict | None, list[int]]:
-        data, ancillary, msg_flags, _ = self.sock.recvmsg(
-            _MAX_MESSAGE, socket.CMSG_SPACE(4 * 4), flags | socket.MSG_CMSG_CLOEXEC
-        )
-        fds: list[int] = []
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                received = array.array("i")
-                received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
-                fds.extend(received)
-        if not data:
-            return None, fds
-        return json.loads(data), fds
-
-    def _receive_blocking(self, deadline: float) -> tuple[dict, list[int]]:
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
-            raise TimeoutError("no answer from the zygote")
-        message, fds = self._receive()
-        if message is None:
-            raise ConnectionResetError("the zygote exited")
-        return message, fds
-
-    def spawn_blocking(self, request: dict, fds: list[int], timeout: float) -> int:
-        """Spawn and wait for the exit, without an event loop (the start-up self-test)."""
-        self._send({**request, "t": "spawn", "id": 0}, fds)
-        deadline = time.monotonic() + timeout
-        pid = 0
-        while True:
-            message, received = self._receive_blocking(deadline)
-            for fd in received:
-                os.close(fd)
-            if message.get("t") == "error":
-                raise SandboxError(message.get("error", "spawn failed"))
-            if message.get("t") == "spawned":
-                pid = message["pid"]
-            elif message.get("t") == "exit" and message.get("pid") == pid:
-                return int(message["status"])
-
-    # -- async side ----------------------------------------------------------------------------
-    def attach(self) -> asyncio.AbstractEventLoop:
-        """Read the socket from the running loop (tests run several loops one after another)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            if self._loop is not None and not self._loop.is_closed():
-                with contextlib.suppress(Exception):
-                    self._loop.remove_reader(self.sock.fileno())
-            if not self.lost:
-                loop.add_reader(self.sock.fileno(), self._on_readable)
-            self._loop = loop
-        return loop
-
-    async def spawn(self, request: dict, fds: list[int]) -> tuple[int, int]:
-        """Returns (host pid, pidfd) of the new sandbox's first process."""
-        loop = self.attach()
-        if self.lost:
-            raise SandboxError("the zygote is gone")
-        spawn_id = next(self._ids)
-        future: asyncio.Future[tuple[int, int]] = loop.create_future()
-        self._pending[spawn_id] = future
-        try:
-            self._send({**request, "t": "spawn", "id": spawn_id}, fds)
-        except OSError as error:
-            self._pending.pop(spawn_id, None)
-            self._lose()
-            raise SandboxError(f"the zygote is gone: {error}") from error
-        return await future
-
-    def register(self, sandbox: ZygoteSandbox) -> None:
-        status = self._early_exits.pop(sandbox.pid, None)
-        if status is not None:
-            sandbox.exited(status)
-        elif self.lost:
-            sandbox.orphaned()
-        else:
-            self._sandboxes[sandbox.pid] = sandbox
-
-    def _on_readable(self) -> None:
-        while True:
-            try:
-                message, fds = self._receive(socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            except (OSError, ValueError):
-                message, fds = None, []
-            if message is None:
-                self._lose()
-                return
-            kind = message.get("t")
-            if kind == "spawned":
-                self._resolve(message.get("id"), (int(message["pid"]), fds[0]) if fds else None)
-            elif kind == "error":
-                self._resolve(message.get("id"), SandboxError(str(message.get("error"))))
-            elif kind == "exit":
-                pid, status = int(message["pid"]), int(message["status"])
-                sandbox = self._sandboxes.pop(pid, None)
-                if sandbox is not None:
-                    sandbox.exited(status)
-                else:  # its spawn reply is in the same batch: start() registers it next
-                    self._early_exits[pid] = status
-
-    def _resolve(self, spawn_id: object, result: object) -> None:
-        future = self._pending.pop(spawn_id, None)  # type: ignore[arg-type]
-        if future is None or future.done():
-            if isinstance(result, tuple):
-                os.close(result[1])
-            return
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        elif result is None:
-            future.set_exception(SandboxError("the zygote sent no pidfd"))
-        else:
-            future.set_result(result)
-
-    def _lose(self) -> None:
-        """The zygote exited: fail what waits on it, watch running sandboxes by pidfd."""
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self.sock.fileno())
-        self.close()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(SandboxError("the zygote exited"))
-        self._pending.clear()
-        sandboxes, self._sandboxes = list(self._sandboxes.values()), {}
-        for sandbox in sandboxes:
-            sandbox.orphaned()
-
-
-def _close_link(sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
-    sock.close()
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 class ZygoteBackend(Backend):
@@ -331,7 +123,7 @@ class ZygoteBackend(Backend):
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             request = self._request(spec, None, [])
-            status = self._link.spawn_blocking(request, [write_end], _START_TIMEOUT)
+            status = self._link.spawn_blocking(request, [write_end], START_TIMEOUT)
         except (OSError, TimeoutError, SandboxError) as error:
             self._link.close()
             raise SandboxError(f"the zygote cannot start sandboxes here: {error}") from error
