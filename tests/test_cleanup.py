@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import time
 from pathlib import Path
 
 from conftest import create_function, make_zip, start_server, unique
@@ -62,7 +63,13 @@ def test_restart_after_kill_9_cleans_up(tmp_path: Path) -> None:
         lam.invoke(FunctionName=name, Payload=b"{}")
     finally:
         srv.kill(signal.SIGKILL)
-    assert instance_groups(state_dir), "kill -9 leaves the environment behind"
+    assert instance_groups(state_dir), "kill -9 leaves the environment's cgroups behind"
+    # The zygote's sandboxes die with it, and their /tmp is mounted only in their own mount
+    # namespaces: no host mount outlives the server.
+    deadline = time.monotonic() + 10
+    while mounts_mentioning(data) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert mounts_mentioning(data) == []
     srv = start_server(data)
     try:
         srv.client().list_functions()  # the server is up: start-up cleanup has run

@@ -44,6 +44,7 @@ MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
@@ -166,6 +167,10 @@ class RootBuilder:
             elif option == "--bind":  # read-write: the disk-backed /tmp volume
                 source, target = next(items), next(items)
                 self.bind(source, target, read_only=False)
+            elif option == "--ext4":  # the disk-backed /tmp, mounted in this namespace only
+                device, target = next(items), next(items)
+                full = self.mkdirs(target)
+                mount(device, full, "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME)
             elif option == "--symlink":
                 points_to, link = next(items), next(items)
                 os.symlink(points_to, self.inside(link))

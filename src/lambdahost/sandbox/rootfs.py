@@ -156,6 +156,13 @@ def bwrap_mount_args(etc_dir: Path, mounts: list[Mount], tmp_bytes: int, cwd: st
 _TMPFS_ARGS = 6  # "--perms", "1777", "--size", N, "--tmpfs", "/tmp"
 
 
+def with_tmp_device(args: list[str], device: str) -> list[str]:
+    """`args` with the ext4 file system on `device` mounted at /tmp instead of the tmpfs; only
+    the zygote's launcher understands `--ext4` (bwrap cannot mount block devices)."""
+    end = args.index("/tmp", args.index("--tmpfs")) + 1
+    return [*args[: end - _TMPFS_ARGS], "--ext4", device, "/tmp", *args[end:]]
+
+
 def with_tmp_volume(args: list[str], volume: Path) -> list[str]:
     """`args` (from `bwrap_mount_args`) with the host directory `volume` bound read-write at
     /tmp instead of the tmpfs (a disk-backed volume, see `tmpvol`)."""

@@ -226,7 +226,7 @@ class TmpVolumes:
                 self._thread.start()
             self._lock.notify_all()
 
-    def acquire(self, size_bytes: int) -> Volume:
+    def acquire(self, size_bytes: int, mount: bool = True) -> Volume:
         """A fresh volume of `size_bytes` usable bytes, mounted on the host (`volume.path`).
         Fast when one is ready; otherwise makes one now (tens of ms). Blocking: call it from a
         thread when the pool is empty (`ready()` says)."""
@@ -239,6 +239,8 @@ class TmpVolumes:
             self._lock.notify_all()
         if volume is None:
             volume = self._make(size_bytes)
+        if not mount:  # the sandbox mounts `volume.device` itself, in its own namespace
+            return volume
         try:
             self._mount(volume)
         except BaseException:
@@ -472,6 +474,7 @@ class TmpLease:
         self.pool = pool
         self.volume = volume
         self.path: Path = volume.path or Path()
+        self.device = volume.device
         self._released = False
 
     def release(self) -> None:
@@ -480,16 +483,18 @@ class TmpLease:
             self.pool.release(self.volume)
 
 
-async def lease(pool: TmpVolumes, size_bytes: int) -> TmpLease | None:
-    """A mounted volume for one sandbox, or None when the host cannot make one (the caller
-    then falls back to a tmpfs /tmp; the reason was logged)."""
+async def lease(pool: TmpVolumes, size_bytes: int, mount: bool = True) -> TmpLease | None:
+    """A volume for one sandbox, mounted on the host (or, with `mount=False`, only attached:
+    the sandbox mounts `device` in its own mount namespace, so the mount dies with it), or
+    None when the host cannot make one (the caller then falls back to a tmpfs /tmp; the
+    reason was logged)."""
     if not pool.available:
         return None
     try:
         if pool.ready(size_bytes):
-            volume = pool.acquire(size_bytes)  # a mount(2) call: cheaper than a thread hop
+            volume = pool.acquire(size_bytes, mount)  # at most a mount(2): cheaper than a hop
         else:
-            volume = await asyncio.to_thread(pool.acquire, size_bytes)
+            volume = await asyncio.to_thread(pool.acquire, size_bytes, mount)
     except OSError as error:
         log.warning("no disk-backed /tmp (%s); using a tmpfs", error)
         return None

@@ -36,7 +36,7 @@ from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.bwrap import _validate, remove_stale
 from lambdahost.sandbox.controlled import CgroupSandbox
-from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts, with_tmp_volume
+from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts, with_tmp_device
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 from lambdahost.sandbox.zygote_link import (
@@ -189,7 +189,7 @@ class ZygoteBackend(Backend):
             if cgroups
             else [],
             "new_root": str(self._new_root),
-            "mount_args": with_tmp_volume(mount_args, tmp.path) if tmp else mount_args,
+            "mount_args": with_tmp_device(mount_args, tmp.device) if tmp else mount_args,
             "fd_targets": list(spec.pass_fds),
             # Only code the zygote imported may stand in for what the sandbox would run.
             "in_process": _same_dir(sources.get(AGENT_TARGET), self.agent_dir)
@@ -206,7 +206,7 @@ class ZygoteBackend(Backend):
         if self._link.lost:
             log.warning("the zygote (pid %d) exited; starting a new one", self._link.pid)
             self._link = self._start_link()
-        tmp = await lease(self._volumes, spec.tmp_mb << 20)
+        tmp = await lease(self._volumes, spec.tmp_mb << 20, mount=False)
         stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
         try:
             cgroups.create(cg.Limits(spec.memory_mb << 20, spec.cpu_shares, spec.pids_max))
