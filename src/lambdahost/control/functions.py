@@ -444,7 +444,7 @@ class FunctionService:
         rules.check_zip_size(len(data))
         digest = hashlib.sha256(data).hexdigest()
         self._unpack(data, digest)
-        self.blobs.put(data)
+        self.blobs.put(data, digest)
         return digest, len(data)
 
     def _unpack(self, data: bytes, digest: str) -> None:

@@ -72,7 +72,7 @@ class LayerService:
                 )
         digest = hashlib.sha256(data).hexdigest()
         unpacked = self._unpack(data, digest)
-        self.blobs.put(data)
+        self.blobs.put(data, digest)
         with self.db.session() as s:
             layer = s.get(LayerRow, name)
             if layer is None:

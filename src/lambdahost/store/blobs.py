@@ -28,8 +28,9 @@ class BlobStore:
         for path in (self.root / "unpacked").glob(".*.unpacking-*"):
             shutil.rmtree(path, ignore_errors=True)
 
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        """Store `data` under its SHA-256 (hex); pass `digest` when the caller has it already."""
+        digest = digest or hashlib.sha256(data).hexdigest()
         path = self.path(digest)
         if path.exists():
             return digest

@@ -219,14 +219,3 @@ class LogStore:
                     for t, message in lines
                 ],
             )
-
-    def events(self, group: str, limit: int = 1000) -> list[tuple[str, int, str]]:
-        """Newest `limit` events of a group, oldest first: (stream, timestamp ms, message)."""
-        with self.db.session() as s:
-            rows = s.execute(
-                select(LogEventRow.stream_name, LogEventRow.timestamp_ms, LogEventRow.message)
-                .where(LogEventRow.group_name == group)
-                .order_by(LogEventRow.id.desc())
-                .limit(limit)
-            ).all()
-        return [(r[0], r[1], r[2]) for r in reversed(rows)]
