@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lambdahost.control.functions import LATEST, FunctionService, check_revision
+from lambdahost.control.paging import page
 from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
 from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
 
@@ -53,8 +54,7 @@ class AliasService:
         fn_name = self.functions.ref(params["FunctionName"]).name
         with self.db.session() as s:
             row = self._alias(s, fn_name, params["Name"])
-            if params.get("RevisionId") and params["RevisionId"] != row.revision_id:
-                check_revision(params["RevisionId"], {"RevisionId": row.revision_id})
+            check_revision(params.get("RevisionId"), row.revision_id)
             version = params.get("FunctionVersion") or row.function_version
             routing_config = params.get("RoutingConfig")
             if routing_config is None and params.get("FunctionVersion"):
@@ -87,12 +87,7 @@ class AliasService:
             if version:
                 query = query.where(AliasRow.function_version == version)
             rows = [self._render(r) for r in s.scalars(query)]
-        start = int(marker) if marker and marker.isdigit() else 0
-        limit = min(max_items or 50, 10_000)
-        result: dict[str, Any] = {"Aliases": rows[start : start + limit]}
-        if start + limit < len(rows):
-            result["NextMarker"] = str(start + limit)
-        return result
+        return page(rows, "Aliases", marker, max_items, most=10_000)
 
     def resolve(self, function: str, name: str) -> tuple[str, str]:
         """The version an invoke of `function:name` runs now (weighted), and the alias ARN."""
@@ -108,7 +103,7 @@ class AliasService:
 
     def version_for(self, function: str, qualifier: str | None) -> str | None:
         """The version a qualifier names: itself, or an alias's primary version."""
-        qualifier = qualifier or self.functions.ref(function).qualifier
+        qualifier = self.functions.ref(function).qualified(qualifier)
         if qualifier is None or qualifier == LATEST or qualifier.isdigit():
             return qualifier
         fn_name = self.functions.ref(function).name

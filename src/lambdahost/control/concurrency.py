@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from lambdahost.control.clock import last_modified
 from lambdahost.control.functions import LATEST, FunctionService
 from lambdahost.errors import InvalidParameterValue, ResourceNotFound
-from lambdahost.store.tables import AliasRow, FunctionRow, ProvisionedConfigRow, VersionRow
+from lambdahost.store.tables import FunctionRow, ProvisionedConfigRow
 
 MIN_UNRESERVED = 100
 
@@ -142,15 +142,7 @@ class ConcurrencyService:
                 "versions."
             )
         with self.db.session() as s:
-            if s.get(FunctionRow, name) is None:
-                raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
-            known = (
-                s.get(VersionRow, (name, qualifier))
-                if qualifier.isdigit()
-                else s.get(AliasRow, (name, qualifier))
-            )
-            if known is None:
-                raise ResourceNotFound(f"Function not found: {self.functions.arn(name, qualifier)}")
+            self.functions.require(s, name, qualifier)
         return name
 
     def _notify(self) -> None:

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from lambdahost.config import Settings
 from lambdahost.control.functions import LATEST, FunctionService
+from lambdahost.control.paging import page
 from lambdahost.errors import InvalidParameterValue, ResourceNotFound
-from lambdahost.store.tables import AliasRow, EventInvokeConfigRow, FunctionRow, VersionRow
+from lambdahost.store.tables import EventInvokeConfigRow, FunctionRow
 
 DEFAULT_RETRIES = 2
 DEFAULT_MAX_AGE_S = 21_600
@@ -70,12 +71,7 @@ class EventConfigService:
                     .order_by(EventInvokeConfigRow.qualifier)
                 )
             ]
-        start = int(marker) if marker and marker.isdigit() else 0
-        limit = max_items or 50
-        result: dict[str, Any] = {"FunctionEventInvokeConfigs": rows[start : start + limit]}
-        if start + limit < len(rows):
-            result["NextMarker"] = str(start + limit)
-        return result
+        return page(rows, "FunctionEventInvokeConfigs", marker, max_items)
 
     def effective(self, name: str, qualifier: str | None) -> dict[str, Any]:
         """The settings an async invoke of `name:qualifier` runs with (defaults filled in)."""
@@ -112,25 +108,9 @@ class EventConfigService:
 
     def _target(self, identifier: str, qualifier: str | None) -> tuple[str, str]:
         ref = self.functions.ref(identifier)
-        if ref.qualifier and qualifier and ref.qualifier != qualifier:
-            raise InvalidParameterValue(
-                "The derived qualifier from the function name does not match the specified "
-                "qualifier."
-            )
-        qualifier = qualifier or ref.qualifier or LATEST
+        qualifier = ref.qualified(qualifier) or LATEST
         with self.db.session() as s:
-            if s.get(FunctionRow, ref.name) is None:
-                raise ResourceNotFound(f"Function not found: {self.functions.arn(ref.name)}")
-            if qualifier != LATEST:
-                known = (
-                    s.get(VersionRow, (ref.name, qualifier))
-                    if qualifier.isdigit()
-                    else s.get(AliasRow, (ref.name, qualifier))
-                )
-                if known is None:
-                    raise ResourceNotFound(
-                        f"Function not found: {self.functions.arn(ref.name, qualifier)}"
-                    )
+            self.functions.require(s, ref.name, qualifier)
         return ref.name, qualifier
 
     def _row(self, s: Session, name: str, qualifier: str) -> EventInvokeConfigRow:

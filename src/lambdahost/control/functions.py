@@ -32,7 +32,7 @@ from lambdahost.errors import (
 )
 from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
-from lambdahost.store.tables import FunctionRow, VersionRow
+from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
 
 LATEST = "$LATEST"
 # Configuration members a client may set, with the values AWS fills in when absent.
@@ -178,7 +178,7 @@ class FunctionService:
 
     def get(self, identifier: str, qualifier: str | None = None) -> FunctionVersion:
         ref = self.ref(identifier)
-        version = _qualifier(ref, qualifier) or LATEST
+        version = ref.qualified(qualifier) or LATEST
         with self.db.session() as s:
             fn = s.get(FunctionRow, ref.name)
             row = s.get(VersionRow, (ref.name, version)) if fn else None
@@ -274,7 +274,7 @@ class FunctionService:
         with self.db.session() as s:
             row = self._latest_row(s, name)
             config = copy.deepcopy(row.config)
-            check_revision(revision_id, config)
+            check_revision(revision_id, config["RevisionId"])
             if config.get("State") == "Pending":
                 raise ResourceConflict(
                     "The operation cannot be performed at this time. The function is currently "
@@ -302,7 +302,7 @@ class FunctionService:
 
     def delete(self, identifier: str, qualifier: str | None = None) -> None:
         ref = self.ref(identifier)
-        version = _qualifier(ref, qualifier)
+        version = ref.qualified(qualifier)
         if version == LATEST:
             raise InvalidParameterValue(
                 "$LATEST version cannot be deleted without deleting the function."
@@ -458,6 +458,17 @@ class FunctionService:
                 shutil.rmtree(dest, ignore_errors=True)
                 raise InvalidParameterValue(str(exc)) from None
 
+    def require(self, s: Session, name: str, qualifier: str | None = None) -> None:
+        """404 unless the function exists, and so does the version or alias `qualifier` names
+        (None, "" and $LATEST name the function itself)."""
+        if s.get(FunctionRow, name) is None:
+            raise ResourceNotFound(f"Function not found: {self.arn(name)}")
+        if not qualifier or qualifier == LATEST:
+            return
+        row = VersionRow if qualifier.isdigit() else AliasRow
+        if s.get(row, (name, qualifier)) is None:
+            raise ResourceNotFound(f"Function not found: {self.arn(name, qualifier)}")
+
     def _latest_row(self, s: Session, name: str) -> VersionRow:
         row = s.get(VersionRow, (name, LATEST))
         if row is None:
@@ -484,14 +495,6 @@ def _b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
 
-def _qualifier(ref: FunctionRef, qualifier: str | None) -> str | None:
-    if ref.qualifier and qualifier and ref.qualifier != qualifier:
-        raise InvalidParameterValue(
-            "The derived qualifier from the function name does not match the specified qualifier."
-        )
-    return qualifier or ref.qualifier
-
-
 def _no_qualifier(ref: FunctionRef) -> None:
     if ref.qualifier:
         raise InvalidParameterValue(
@@ -499,8 +502,9 @@ def _no_qualifier(ref: FunctionRef) -> None:
         )
 
 
-def check_revision(expected: str | None, config: dict[str, Any]) -> None:
-    if expected and expected != config["RevisionId"]:
+def check_revision(expected: str | None, current: str) -> None:
+    """412 when the caller named a RevisionId (of a function, alias or policy) that is stale."""
+    if expected and expected != current:
         raise PreconditionFailed(
             "The Revision Id provided does not match the latest Revision Id. Call the "
             "GetFunction/GetAlias API to retrieve the latest Revision Id"

@@ -19,6 +19,7 @@ from lambdahost.control import rules
 from lambdahost.control.archive import ArchiveError, UnpackedArchive, unpack_zip
 from lambdahost.control.clock import last_modified
 from lambdahost.control.functions import check_revision, tree_size
+from lambdahost.control.paging import page
 from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
 from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
@@ -149,7 +150,7 @@ class LayerService:
                 .order_by(LayerVersionRow.version.desc())
             ).all()
             items = [self._render(r) for r in rows if _compatible(r.info, runtime, architecture)]
-        return _page(items, "LayerVersions", marker, max_items)
+        return page(items, "LayerVersions", marker, max_items)
 
     def list_layers(
         self,
@@ -178,7 +179,7 @@ class LayerService:
             }
             for name, info in sorted(latest.items())
         ]
-        return _page(items, "Layers", marker, max_items)
+        return page(items, "Layers", marker, max_items)
 
     def delete(self, layer: str, version: int) -> None:
         with self.db.session() as s:
@@ -211,8 +212,7 @@ class LayerService:
         name, version = self.name_of(params["LayerName"]), int(params["VersionNumber"])
         with self.db.session() as s:
             row = self._row(s, name, version)
-            if params.get("RevisionId"):
-                check_revision(params["RevisionId"], {"RevisionId": row.policy_revision})
+            check_revision(params.get("RevisionId"), row.policy_revision)
             sid = params["StatementId"]
             if sid in row.policy:
                 raise ResourceConflict(
@@ -252,8 +252,7 @@ class LayerService:
     def remove_permission(self, layer: str, version: int, sid: str, revision: str | None) -> None:
         with self.db.session() as s:
             row = self._row(s, self.name_of(layer), version)
-            if revision:
-                check_revision(revision, {"RevisionId": row.policy_revision})
+            check_revision(revision, row.policy_revision)
             if sid not in row.policy:
                 raise ResourceNotFound(f"Statement {sid} is not found in resource policy.")
             row.policy = {k: v for k, v in row.policy.items() if k != sid}
@@ -280,12 +279,3 @@ def _compatible(info: dict[str, Any], runtime: str | None, architecture: str | N
     if architecture and architecture not in info.get("CompatibleArchitectures", []):
         return False
     return True
-
-
-def _page(items: list[Any], key: str, marker: str | None, max_items: int | None) -> dict[str, Any]:
-    start = int(marker) if marker and marker.isdigit() else 0
-    limit = min(max_items or 50, 50)
-    result: dict[str, Any] = {key: items[start : start + limit]}
-    if start + limit < len(items):
-        result["NextMarker"] = str(start + limit)
-    return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lambdahost.errors import ResourceNotFound, ValidationError
+from lambdahost.errors import InvalidParameterValue, ResourceNotFound, ValidationError
 
 _IDENTIFIER = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):)?"
@@ -19,6 +19,16 @@ NAME_MAX = 64
 class FunctionRef:
     name: str
     qualifier: str | None = None
+
+    def qualified(self, qualifier: str | None) -> str | None:
+        """The qualifier a call means: the one given separately (e.g. `Qualifier=`) or the one
+        in the name; they must agree when both are there."""
+        if self.qualifier and qualifier and self.qualifier != qualifier:
+            raise InvalidParameterValue(
+                "The derived qualifier from the function name does not match the specified "
+                "qualifier."
+            )
+        return qualifier or self.qualifier
 
 
 def parse_function(identifier: str, *, region: str, account_id: str) -> FunctionRef:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from lambdahost.control.functions import LATEST, FunctionService, check_revision
 from lambdahost.errors import InvalidParameterValue, LambdaError, ResourceConflict, ResourceNotFound
-from lambdahost.store.tables import AliasRow, FunctionPolicyRow, FunctionRow, VersionRow
+from lambdahost.store.tables import FunctionPolicyRow, FunctionRow, VersionRow
 
 POLICY_MAX = 20 * 1024  # bytes of policy document, as Lambda's limit
 INVOKE_FUNCTION = "lambda:InvokeFunction"
@@ -52,8 +52,7 @@ class PermissionService:
                     function_name=name, qualifier=qualifier, statements=[], revision_id=""
                 )
                 s.add(row)
-            if params.get("RevisionId"):
-                check_revision(params["RevisionId"], {"RevisionId": row.revision_id})
+            check_revision(params.get("RevisionId"), row.revision_id)
             if any(st["Sid"] == statement["Sid"] for st in row.statements):
                 raise ResourceConflict(
                     f"The statement id ({statement['Sid']}) provided already exists. Please "
@@ -87,8 +86,7 @@ class PermissionService:
             row = s.get(FunctionPolicyRow, (name, qualifier))
             if row is None or not any(st["Sid"] == statement_id for st in row.statements):
                 raise ResourceNotFound(f"Statement {statement_id} is not found in resource policy.")
-            if revision_id:
-                check_revision(revision_id, {"RevisionId": row.revision_id})
+            check_revision(revision_id, row.revision_id)
             remaining = [st for st in row.statements if st["Sid"] != statement_id]
             if remaining:
                 row.statements = remaining
@@ -135,24 +133,10 @@ class PermissionService:
     def _target(self, function: str, qualifier: str | None) -> tuple[str, str]:
         """(function name, qualifier) with "" for the unqualified function."""
         ref = self.functions.ref(function)
-        if ref.qualifier and qualifier and ref.qualifier != qualifier:
-            raise InvalidParameterValue(
-                "The derived qualifier from the function name does not match the specified "
-                "qualifier."
-            )
-        return ref.name, qualifier or ref.qualifier or ""
+        return ref.name, ref.qualified(qualifier) or ""
 
     def _check_exists(self, s: Session, name: str, qualifier: str) -> None:
-        if s.get(FunctionRow, name) is None:
-            raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
-        if not qualifier or qualifier == LATEST:
-            return
-        if qualifier.isdigit():
-            found = s.get(VersionRow, (name, qualifier)) is not None
-        else:
-            found = s.get(AliasRow, (name, qualifier)) is not None
-        if not found:
-            raise ResourceNotFound(f"Function not found: {self.functions.arn(name, qualifier)}")
+        self.functions.require(s, name, qualifier)
 
     def _statement(self, params: dict[str, Any], name: str, qualifier: str) -> dict[str, Any]:
         action = params["Action"]

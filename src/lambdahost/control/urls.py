@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lambdahost.control.functions import LATEST, FunctionService
+from lambdahost.control.paging import page
 from lambdahost.errors import (
     InvalidParameterValue,
     ResourceConflict,
@@ -111,12 +112,7 @@ class UrlService:
                 .order_by(FunctionUrlRow.qualifier)
             )
             rows = [self._render(r, port) for r in s.scalars(query)]
-        start = int(marker) if marker and marker.isdigit() else 0
-        limit = min(max_items or LIST_MAX, LIST_MAX)
-        result: dict[str, Any] = {"FunctionUrlConfigs": rows[start : start + limit]}
-        if start + limit < len(rows):
-            result["NextMarker"] = str(start + limit)
-        return result
+        return page(rows, "FunctionUrlConfigs", marker, max_items, most=LIST_MAX)
 
     # -- serving --------------------------------------------------------------------------
 
@@ -156,12 +152,7 @@ class UrlService:
 
     def _target(self, function: str, qualifier: str | None) -> tuple[str, str]:
         ref = self.functions.ref(function)
-        if ref.qualifier and qualifier and ref.qualifier != qualifier:
-            raise InvalidParameterValue(
-                "The derived qualifier from the function name does not match the specified "
-                "qualifier."
-            )
-        qualifier = qualifier or ref.qualifier or ""
+        qualifier = ref.qualified(qualifier) or ""
         if qualifier == LATEST or qualifier.isdigit():
             # Function URLs point at $LATEST (unqualified) or an alias, never at a version.
             raise ValidationError(
@@ -172,10 +163,7 @@ class UrlService:
         return ref.name, qualifier
 
     def _check_exists(self, s: Session, name: str, qualifier: str) -> None:
-        if s.get(FunctionRow, name) is None:
-            raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
-        if qualifier and s.get(AliasRow, (name, qualifier)) is None:
-            raise ResourceNotFound(f"Function not found: {self.functions.arn(name, qualifier)}")
+        self.functions.require(s, name, qualifier)  # `qualifier` is "" or an alias here
 
     def _row(self, s: Session, name: str, qualifier: str) -> FunctionUrlRow:
         self._check_exists(s, name, qualifier)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from lambdahost.control.clock import last_modified
 from lambdahost.control.functions import LATEST, FunctionService, check_revision
+from lambdahost.control.paging import page
 from lambdahost.errors import PreconditionFailed, ResourceConflict, ResourceNotFound
 from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
 
@@ -51,7 +52,7 @@ class VersionService:
             if fn is None or latest is None:
                 raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
             config = latest.config
-            check_revision(revision_id, config)
+            check_revision(revision_id, config["RevisionId"])
             if code_sha256 and code_sha256 != config["CodeSha256"]:
                 raise PreconditionFailed(
                     f"CodeSHA256 ({code_sha256}) is different from current CodeSHA256 in $LATEST "
@@ -104,13 +105,7 @@ class VersionService:
                 raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
             rows = s.scalars(select(VersionRow).where(VersionRow.function_name == name)).all()
         ordered = sorted(rows, key=lambda r: -1 if r.version == LATEST else int(r.version))
-        start = int(marker) if marker and marker.isdigit() else 0
-        limit = min(max_items or 50, 50)
-        page = ordered[start : start + limit]
-        result: dict[str, Any] = {"Versions": [dict(r.config) for r in page]}
-        if start + limit < len(ordered):
-            result["NextMarker"] = str(start + limit)
-        return result
+        return page([dict(r.config) for r in ordered], "Versions", marker, max_items)
 
     def delete(self, identifier: str, version: str) -> None:
         name = self.functions.ref(identifier).name

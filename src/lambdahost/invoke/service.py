@@ -203,12 +203,7 @@ class Invoker:
         self, function_name: str, qualifier: str | None, *, load: bool
     ) -> tuple[FunctionVersion, str] | None:
         ref = self.functions.ref(function_name)
-        if ref.qualifier and qualifier and ref.qualifier != qualifier:
-            raise InvalidParameterValue(
-                "The derived qualifier from the function name does not match the specified "
-                "qualifier."
-            )
-        qualifier = qualifier or ref.qualifier
+        qualifier = ref.qualified(qualifier)
         invoked_arn = self.functions.arn(ref.name, qualifier)
         number = qualifier
         if qualifier is not None and qualifier != "$LATEST" and not qualifier.isdigit():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 
 from lambdahost.api.handlers import Call, Output, operation
+from lambdahost.control.paging import page
 
 
 @operation("PutProvisionedConcurrencyConfig")
@@ -59,9 +60,4 @@ async def list_provisioned(call: Call) -> Output:
         }
         for row in rows
     ]
-    start = int(p["Marker"]) if (p.get("Marker") or "").isdigit() else 0
-    limit = p.get("MaxItems") or 50
-    output: Output = {"ProvisionedConcurrencyConfigs": configs[start : start + limit]}
-    if start + limit < len(configs):
-        output["NextMarker"] = str(start + limit)
-    return output
+    return page(configs, "ProvisionedConcurrencyConfigs", p.get("Marker"), p.get("MaxItems"))
