@@ -52,6 +52,26 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("LAMBDAHOST_DATA_DIR", ".lambdahost"))
 
 
+DATA_DIR_MODE = 0o700  # it holds every function's environment, code and the root credentials
+SECRET_FILE_MODE = 0o600
+
+
+def prepare_data_dir(data_dir: Path) -> Path:
+    """Create the data dir (0700), or tighten an existing one (and its credentials file) that
+    an older version or a permissive umask left open; returns it."""
+    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    _tighten(data_dir, DATA_DIR_MODE)
+    credentials = data_dir / "credentials"
+    if credentials.is_file() and not credentials.is_symlink():
+        _tighten(credentials, SECRET_FILE_MODE)
+    return data_dir
+
+
+def _tighten(path: Path, mode: int) -> None:
+    if stat.S_IMODE(path.stat().st_mode) != mode:
+        os.chmod(path, mode)
+
+
 def load_credentials(data_dir: Path) -> tuple[Credentials, bool]:
     """Root credentials from the environment, else from (or newly into) the data dir.
 
@@ -60,13 +80,13 @@ def load_credentials(data_dir: Path) -> tuple[Credentials, bool]:
     secret = os.environ.get("LAMBDAHOST_SECRET_ACCESS_KEY")
     if key and secret:
         return Credentials(key, secret), False
+    prepare_data_dir(data_dir)
     path = data_dir / "credentials"
     if path.exists():
         stored = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
         return Credentials(stored["aws_access_key_id"], stored["aws_secret_access_key"]), False
     creds = Credentials("AKLH" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)[:40])
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, SECRET_FILE_MODE)
     with os.fdopen(fd, "w") as f:
         f.write(
             f"aws_access_key_id={creds.access_key_id}\n"
