@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import math
 import secrets
 import time
 from collections.abc import Callable, Coroutine
@@ -27,8 +25,17 @@ from typing import Any
 import lambdahost
 from lambdahost.invoke.environment import Environment, Message
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult, LogLine
+from lambdahost.invoke.reports import (
+    error_payload,
+    exit_reason,
+    init_start_line,
+    iso_now,
+    log_stream_name,
+    now_ms,
+    report_line,
+    report_record,
+)
 from lambdahost.invoke.streaming import ChunkCollector
-from lambdahost.runtimes import runtime_version
 from lambdahost.sandbox.api import Backend
 
 log = logging.getLogger("lambdahost.pool")
@@ -36,26 +43,6 @@ log = logging.getLogger("lambdahost.pool")
 INIT_TIMEOUT_S = 10.0
 FREEZE_AFTER_S = 0.05
 Key = tuple[str, str, str]  # (function arn, version, revision id)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def error_payload(error_type: str, message: str) -> bytes:
-    # Key order as Lambda returns these platform errors.
-    return f'{{"errorType":"{error_type}","errorMessage":"{message}"}}'.encode()
-
-
-def exit_reason(message: Message, oom: bool) -> str:
-    """Go's wording, as Lambda's `Runtime exited with error: ...` uses it."""
-    if message.kind == "exit" and message.header.get("signal"):
-        number = message.header["signal"]
-        names = {9: "killed", 11: "segmentation fault", 6: "aborted", 15: "terminated"}
-        return f"signal: {names.get(number, f'signal {number}')}"
-    if message.kind == "exit" and not oom:
-        return f"exit status {message.header.get('status', 0)}"
-    return "signal: killed"  # the agent itself died (OOM or killed)
 
 
 class EnvironmentPool:
@@ -170,7 +157,7 @@ class EnvironmentPool:
         """Start a new environment and wait (at most INIT_TIMEOUT_S) for its init outcome:
         "ready", or the failure message. Returns it with the init log lines and duration."""
         env_id = secrets.token_hex(16)
-        env = Environment(env_id, spec, self._log_stream(spec, env_id))
+        env = Environment(env_id, spec, log_stream_name(spec, env_id))
         started = time.perf_counter()
         env.on_death = self._on_death
         self._all.add(env)
@@ -180,7 +167,7 @@ class EnvironmentPool:
             self._all.discard(env)
             await self._destroy(env)
             raise
-        lines: list[LogLine] = [(now_ms(), self._init_start_line(spec))]
+        lines: list[LogLine] = [(now_ms(), init_start_line(spec))]
         try:
             async with asyncio.timeout(INIT_TIMEOUT_S):
                 message = await env.next_message()
@@ -269,7 +256,7 @@ class EnvironmentPool:
         elif message.kind == "timeout":
             duration_ms = spec.timeout_s * 1000.0
             text = f"Task timed out after {spec.timeout_s:.2f} seconds"
-            lines.append((now_ms(), f"{_iso_now()} {request_id} {text}\n"))
+            lines.append((now_ms(), f"{iso_now()} {request_id} {text}\n"))
             payload = error_payload("Sandbox.Timedout", f"RequestId: {request_id} Error: {text}")
             status = "Status: timeout\t"
             env.dead = True
@@ -282,9 +269,13 @@ class EnvironmentPool:
             env.dead = True
         memory_mb = env.max_memory_mb()
         lines.append((now_ms(), f"END RequestId: {request_id}\n"))
-        lines.append((now_ms(), _report(request_id, duration_ms, spec, memory_mb, init_ms, status)))
+        lines.append(
+            (now_ms(), report_line(request_id, duration_ms, spec, memory_mb, init_ms, status))
+        )
         if env.telemetry:
-            env.send_report(_report_record(request, duration_ms, spec, memory_mb, init_ms, message))
+            env.sendreport_line(
+                report_record(request, duration_ms, spec, memory_mb, init_ms, message)
+            )
         if env.dead:
             if message.kind == "timeout":
                 await self._discard(env, "timeout")  # the function must be stopped when we answer
@@ -336,7 +327,7 @@ class EnvironmentPool:
             ),
             (stamp, f"START RequestId: {request_id} Version: {spec.version}\n"),
             (stamp, f"END RequestId: {request_id}\n"),
-            (stamp, _report(request_id, 0.0, spec, memory_mb, None, f"Status: {status}\t")),
+            (stamp, report_line(request_id, 0.0, spec, memory_mb, None, f"Status: {status}\t")),
         ]
         return InvokeResult(
             request_id=request_id,
@@ -461,68 +452,3 @@ class EnvironmentPool:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    # -- log lines ------------------------------------------------------------------------
-    @staticmethod
-    def _log_stream(spec: FunctionSpec, env_id: str) -> str:
-        return f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{spec.version}]{env_id}"
-
-    @staticmethod
-    def _init_start_line(spec: FunctionSpec) -> str:
-        version = runtime_version(spec.runtime)
-        digest = hashlib.sha256(version.encode()).hexdigest()
-        arn = f"arn:aws:lambda:{spec.region}::runtime:{digest}"
-        return f"INIT_START Runtime Version: {version}\tRuntime Version ARN: {arn}\n"
-
-
-def _report_record(
-    request: InvokeRequest,
-    duration_ms: float,
-    spec: FunctionSpec,
-    memory_mb: int,
-    init_ms: float | None,
-    message: Message,
-) -> dict[str, Any]:
-    """`platform.report`'s record for the Telemetry API."""
-    metrics: dict[str, float | int] = {
-        "durationMs": round(duration_ms, 3),
-        "billedDurationMs": max(1, math.ceil(duration_ms)),
-        "memorySizeMB": spec.memory_mb,
-        "maxMemoryUsedMB": memory_mb,
-    }
-    if init_ms is not None:
-        metrics["initDurationMs"] = round(init_ms, 3)
-    if message.kind == "result":
-        status = "success" if message.header.get("ok") else "error"
-    else:
-        status = "timeout" if message.kind == "timeout" else "failure"
-    record: dict[str, Any] = {"requestId": request.request_id, "status": status}
-    if status == "error":
-        record["errorType"] = message.header.get("error_type") or "Runtime.Unknown"
-    record["metrics"] = metrics
-    if request.trace_id:
-        record["tracing"] = {"type": "X-Amzn-Trace-Id", "value": request.trace_id}
-    return record
-
-
-def _iso_now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-
-
-def _report(
-    request_id: str,
-    duration_ms: float,
-    spec: FunctionSpec,
-    memory_mb: int,
-    init_ms: float | None,
-    status: str,
-) -> str:
-    text = (
-        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-        f"Billed Duration: {max(1, math.ceil(duration_ms))} ms\t"
-        f"Memory Size: {spec.memory_mb} MB\tMax Memory Used: {memory_mb} MB\t"
-    )
-    if init_ms is not None:
-        text += f"Init Duration: {init_ms:.2f} ms\t"
-    return text + status + "\n"
