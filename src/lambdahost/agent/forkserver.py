@@ -66,6 +66,9 @@ def spawn(argv: list[str], env: dict[str, str]) -> tuple[int, int, OSError | Non
 def _run_runtime(argv: list[str], env: dict[str, str], code: types.CodeType, output: int) -> None:
     status = 1
     try:
+        from .boot import set_dumpable
+
+        set_dumpable(True)  # the function's own /proc/self, as after an exec
         os.setsid()
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)

@@ -70,6 +70,7 @@ class ZygoteLink:
         self._sandboxes: dict[int, ZygoteSandbox] = {}  # pid → running sandbox
         self._early_exits: dict[int, int] = {}  # reported before start() registered them
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._send_lock = asyncio.Lock()
         # Closing our end makes the zygote exit; do it also if the backend is just dropped.
         self._finalizer = weakref.finalize(self, _close_link, self.sock, self.process)
         try:
@@ -88,12 +89,51 @@ class ZygoteLink:
         self._finalizer()
 
     # -- messages --------------------------------------------------------------------------
-    def _send(self, message: dict, fds: list[int] | tuple[int, ...] = ()) -> None:
+    @staticmethod
+    def _encode(message: dict, body: dict | None = None) -> bytes:
+        """A header line the zygote reads, then the body only the forked child decodes: the
+        zygote must never hold one sandbox's request (its environment) when it forks the
+        next, so it never parses one (see `zygote_main`)."""
         data = json.dumps(message, separators=(",", ":")).encode()
-        ancillary = []
-        if fds:
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-        self.sock.sendmsg([data], ancillary)  # blocks only while the zygote's queue is full
+        if body is not None:
+            data += b"\n" + json.dumps(body, separators=(",", ":")).encode()
+        return data
+
+    def _send(
+        self, message: dict, fds: list[int] | tuple[int, ...] = (), body: dict | None = None
+    ) -> None:
+        """Blocking send (start-up only: the socket is blocking until attach())."""
+        self.sock.sendmsg([self._encode(message, body)], _rights(fds))
+
+    async def _send_async(
+        self, data: bytes, fds: list[int] | tuple[int, ...], deadline: float
+    ) -> None:
+        """Send in order, waiting for room while the zygote's queue is full (a burst of cold
+        starts), until `deadline`. Only a closed socket means the zygote is gone."""
+        loop = asyncio.get_running_loop()
+        async with self._send_lock:  # FIFO: requests reach the zygote in arrival order
+            while True:
+                if self.lost:
+                    raise SandboxError("the zygote is gone")
+                try:
+                    self.sock.sendmsg([data], _rights(fds))
+                    return
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as error:
+                    self._lose()
+                    raise SandboxError(f"the zygote is gone: {error}") from error
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SandboxBusyError("the zygote did not take the request in time")
+                writable = loop.create_future()
+                loop.add_writer(self.sock.fileno(), _set_once, writable)
+                try:
+                    await asyncio.wait_for(writable, remaining)
+                except TimeoutError:
+                    pass
+                finally:
+                    loop.remove_writer(self.sock.fileno())
 
     def _receive(self, flags: int = 0) -> tuple[dict | None, list[int]]:
         data, ancillary, msg_flags, _ = self.sock.recvmsg(
@@ -121,7 +161,7 @@ class ZygoteLink:
 
     def spawn_blocking(self, request: dict, fds: list[int], timeout: float) -> int:
         """Spawn and wait for the exit, without an event loop (the start-up self-test)."""
-        self._send({**request, "t": "spawn", "id": 0}, fds)
+        self._send({"t": "spawn", "id": 0}, fds, request)
         deadline = time.monotonic() + timeout
         pid = 0
         while True:
@@ -144,25 +184,39 @@ class ZygoteLink:
                 with contextlib.suppress(Exception):
                     self._loop.remove_reader(self.sock.fileno())
             if not self.lost:
+                self.sock.setblocking(False)
                 loop.add_reader(self.sock.fileno(), self._on_readable)
             self._loop = loop
+            self._send_lock = asyncio.Lock()  # a lock serves the loop it was first used on
         return loop
 
-    async def spawn(self, request: dict, fds: list[int]) -> tuple[int, int]:
-        """Returns (host pid, pidfd) of the new sandbox's first process."""
+    async def spawn(
+        self, request: dict, fds: list[int], timeout: float = START_TIMEOUT
+    ) -> tuple[int, int]:
+        """Returns (host pid, pidfd) of the new sandbox's first process. Waits (in order,
+        at most `timeout`) while the zygote is busy; SandboxBusyError if it stays busy."""
         loop = self.attach()
         if self.lost:
             raise SandboxError("the zygote is gone")
         spawn_id = next(self._ids)
         future: asyncio.Future[tuple[int, int]] = loop.create_future()
         self._pending[spawn_id] = future
+        deadline = time.monotonic() + timeout
         try:
-            self._send({**request, "t": "spawn", "id": spawn_id}, fds)
-        except OSError as error:
+            await self._send_async(self._encode({"t": "spawn", "id": spawn_id}, request), fds,
+                                   deadline)  # fmt: skip
+        except BaseException:
             self._pending.pop(spawn_id, None)
-            self._lose()
-            raise SandboxError(f"the zygote is gone: {error}") from error
-        return await future
+            raise
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(future), max(0.0, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            # The zygote has it: its reply is closed by `_resolve` once it comes.
+            self._pending.pop(spawn_id, None)
+            future.cancel()
+            raise SandboxBusyError("the zygote did not start the sandbox in time") from None
 
     def register(self, sandbox: ZygoteSandbox) -> None:
         status = self._early_exits.pop(sandbox.pid, None)
@@ -223,6 +277,21 @@ class ZygoteLink:
         sandboxes, self._sandboxes = list(self._sandboxes.values()), {}
         for sandbox in sandboxes:
             sandbox.orphaned()
+
+
+class SandboxBusyError(SandboxError):
+    """The host could not start the sandbox in time (too many starting at once)."""
+
+
+def _rights(fds: list[int] | tuple[int, ...]) -> list[tuple[int, int, array.array]]:
+    if not fds:
+        return []
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _close_link(sock: socket.socket, process: subprocess.Popen[bytes]) -> None:

@@ -11,7 +11,7 @@ object, descriptors ride along as SCM_RIGHTS:
 
   server → zygote  {"t": "config", ...}                    first, once (see `preload`)
   zygote → server  {"t": "ready", "pid", "preloaded"}      or {"t": "failed", "error"}
-  server → zygote  {"t": "spawn", "id", ...} + [stderr, *pass_fds]
+  server → zygote  {"t": "spawn", "id"}\n{request} + [stderr, *pass_fds]
   zygote → server  {"t": "spawned", "id", "pid"} + [pidfd] or {"t": "error", "id", "error"}
   zygote → server  {"t": "exit", "pid", "status"}          a sandbox's first process ended
 
@@ -20,6 +20,11 @@ PID 1 there), and returns at once to its loop; the child enters the sandbox (`la
 then either execs argv or, when the host says argv is the agent it preloaded, runs the agent
 in-process. The zygote reaps those children and reports their exit status. It exits when the
 server's end of the socket closes; running sandboxes do not depend on it.
+
+Every child starts as a copy of the zygote's memory, so the zygote never holds one sandbox's
+data (its environment, function name, host paths) when it forks another: a spawn's request
+follows its header line undecoded, lands in one fixed buffer, is decoded only by the forked
+child (or the shell it is handed to), and is zeroed in the zygote right after.
 """
 
 from __future__ import annotations
@@ -128,6 +133,10 @@ class Zygote:
         self.spare_netns: list[int] = []
         self.shells: list[tuple[int, socket.socket]] = []  # (pid, our end of its socket)
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # The last message received, in place: `length` bytes, the body from `body_start`.
+        self.buffer = bytearray(MAX_MESSAGE)
+        self.length = 0
+        self.body_start = 0
 
     # -- messages --------------------------------------------------------------------------
     def send(self, message: dict, fds: list[int] = ()) -> None:  # type: ignore[assignment]
@@ -141,9 +150,18 @@ class Zygote:
             ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         sock.sendmsg([data], ancillary)
 
+    @staticmethod
+    def send_raw(sock: socket.socket, data: bytes | memoryview, fds: list[int]) -> None:
+        ancillary = []
+        if fds:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        sock.sendmsg([data], ancillary)
+
     def receive(self) -> tuple[dict | None, list[int]]:
-        data, ancillary, flags, _ = self.control.recvmsg(
-            MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * 4)
+        """The next message's header. A body stays undecoded in `self.buffer` for `request()`
+        in the child; `scrub()` zeroes it."""
+        length, ancillary, flags, _ = self.control.recvmsg_into(
+            [self.buffer], socket.CMSG_SPACE(MAX_FDS * 4)
         )
         fds: list[int] = []
         for level, kind, payload in ancillary:
@@ -153,11 +171,26 @@ class Zygote:
                 fds.extend(received)
         for fd in fds:
             os.set_inheritable(fd, False)  # never leak one spawn's fds into another's child
-        if not data:
+        self.length = length
+        if not length:
             return None, fds
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            self.scrub()
             raise ValueError("truncated message")
-        return json.loads(data), fds
+        end = self.buffer.find(b"\n", 0, length)
+        if end < 0:
+            end = length
+        self.body_start = min(end + 1, length)
+        return json.loads(self.buffer[:end]), fds
+
+    def request(self) -> dict:
+        """Decode the body of the last message: only ever called in a forked child."""
+        return json.loads(self.buffer[self.body_start : self.length])
+
+    def scrub(self) -> None:
+        """Zero what the last message left in the buffer, before anything forks again."""
+        self.buffer[: self.length] = bytes(self.length)
+        self.length = self.body_start = 0
 
     # -- start-up --------------------------------------------------------------------------
     def preload(self, config: dict) -> list[str]:
@@ -191,12 +224,19 @@ class Zygote:
         return sorted(finder.modules)
 
     # -- spawning ----------------------------------------------------------------------------
-    def spawn(self, request: dict, fds: list[int]) -> None:
+    def spawn(self, header: dict, fds: list[int]) -> None:
+        """Start the sandbox whose request is in the buffer, then scrub it."""
+        try:
+            self.start_child(header, fds)
+        finally:
+            self.scrub()
+
+    def start_child(self, header: dict, fds: list[int]) -> None:
         launcher = self.launcher
         assert launcher is not None
-        pid = self.hand_to_shell(request, fds) if fds else 0
+        pid = self.hand_to_shell(fds) if fds else 0
         if pid:
-            self.spawned(request, pid)
+            self.spawned(header, pid)
             return
         try:
             if not fds:
@@ -207,42 +247,46 @@ class Zygote:
             try:
                 pid = os.fork()
                 if pid == 0:
-                    self.child(request, fds[0], fds[1:-1], netns)  # never returns
+                    self.child(fds[0], fds[1:-1], netns)  # never returns
             finally:
                 launcher.setns(self.own_pid_ns, launcher.CLONE_NEWPID)
         except Exception as error:
-            self.send({"t": "error", "id": request.get("id"), "error": str(error)})
+            self.send({"t": "error", "id": header.get("id"), "error": str(error)})
             return
         finally:
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
-        self.spawned(request, pid)
+        self.spawned(header, pid)
 
-    def spawned(self, request: dict, pid: int) -> None:
+    def spawned(self, header: dict, pid: int) -> None:
         launcher = self.launcher
         assert launcher is not None
-        self.children[pid] = request["id"]
+        self.children[pid] = header["id"]
         pidfd = launcher.pidfd_open(pid)  # the host watches it should we die
         try:
-            self.send({"t": "spawned", "id": request["id"], "pid": pid}, [pidfd])
+            self.send({"t": "spawned", "id": header["id"], "pid": pid}, [pidfd])
         finally:
             os.close(pidfd)
 
-    def hand_to_shell(self, request: dict, fds: list[int]) -> int:
-        """Pass the request and its descriptors to a waiting shell: its pid, or 0 if none
-        took it (then the caller forks as without shells)."""
-        while self.shells:
-            pid, sock = self.shells.pop(0)
-            try:
-                with sock:
-                    self.send_to(sock, request, fds)
-            except OSError:
-                continue  # it died while waiting (the zygote reaps it)
-            for fd in fds:
-                os.close(fd)
-            return pid
-        return 0
+    def hand_to_shell(self, fds: list[int]) -> int:
+        """Pass the message in the buffer and its descriptors to a waiting shell: its pid,
+        or 0 if none took it (then the caller forks as without shells)."""
+        message = memoryview(self.buffer)[: self.length]
+        try:
+            while self.shells:
+                pid, sock = self.shells.pop(0)
+                try:
+                    with sock:
+                        self.send_raw(sock, message, fds)
+                except OSError:
+                    continue  # it died while waiting (the zygote reaps it)
+                for fd in fds:
+                    os.close(fd)
+                return pid
+            return 0
+        finally:
+            message.release()
 
     def make_shell(self) -> None:
         launcher = self.launcher
@@ -290,16 +334,18 @@ class Zygote:
             os._exit(125)
         if message is None or not fds:
             os._exit(0)  # the zygote is gone
-        self.child(message, fds[0], fds[1:], netns)
+        self.child(fds[0], fds[1:], netns)
 
-    def child(self, request: dict, stderr_fd: int, received: list[int], netns: int) -> None:
-        """In the forked child, PID 1 of its pid namespace: become the sandbox, then exec argv
-        or run the preloaded agent. Never returns."""
+    def child(self, stderr_fd: int, received: list[int], netns: int) -> None:
+        """In the forked child, PID 1 of its pid namespace: decode the request, become the
+        sandbox, then exec argv or run the preloaded agent. Never returns."""
         status = 125
         launcher = self.launcher
         assert launcher is not None
         error_fd = stderr_fd
         try:
+            request = self.request()
+            self.scrub()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.control.detach()  # arrange_fds closes it; the object must not close it again
@@ -406,6 +452,7 @@ class Zygote:
                 if message.get("t") == "spawn":
                     self.spawn(message, fds)
                 else:
+                    self.scrub()
                     for received in fds:
                         os.close(received)
             self.reap()  # cheap, and a SIGCHLD may have raced the poll
