@@ -67,7 +67,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+) -> Server:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"server-{port}.log"
@@ -83,7 +85,12 @@ def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None)
     argv += ["--data-dir", str(data_dir), *extra]
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
+            pass_fds=pass_fds,
         )
     server = Server(f"http://127.0.0.1:{port}", port, data_dir, process, log_path)
     deadline = time.monotonic() + 60
