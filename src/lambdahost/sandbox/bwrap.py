@@ -8,7 +8,7 @@ start-up. A fork-from-a-zygote launcher can later sit behind the same `Backend` 
 
 How a sandbox starts (all without `preexec_fn`, the server being a threaded asyncio process):
 
-    server ─exec─▶ sh: write $$ into each cgroup.procs ─exec─▶ bwrap (host root, no userns)
+    server ─exec─▶ bash: close all other fds, write $$ into each cgroup.procs ─exec─▶ bwrap
         └─clone(new mnt, pid, ipc, uts, net, cgroup ns)─▶ setpriv: drop to host uid spec.uid,
           no caps (bounding set too), no_new_privs ─exec─▶ env -i spec.env ─exec─▶ spec.argv
 
@@ -50,9 +50,16 @@ from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
 ENV = "/usr/bin/env"
-SH = "/bin/sh"
-# Joins every cgroup given before `--`, then becomes the command after it.
-_JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+SH = "/bin/bash"  # not dash: it cannot name descriptors above 9
+# The launcher, the first program of every sandbox: closes every descriptor but those listed in
+# $1 (whatever spawned it: uvloop's subprocess ignores close_fds, and an inherited server fd
+# would reach the function through bwrap), joins every cgroup given before `--`, then becomes
+# the command after it.
+_LAUNCH = (
+    'keep=" $1 "; shift; for fd in /proc/$$/fd/*; do fd=${fd##*/}; case $keep in *" $fd "*) ;; '
+    '*) eval "exec $fd>&-" 2>/dev/null;; esac; done; '
+    'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+)
 _SANDBOX_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _HELPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 _STDERR_TAIL_BYTES = 8192
@@ -157,8 +164,9 @@ class BwrapBackend(Backend):
             "--",
         ]
         procs = [str(path) for path in cgroups.procs_files()]
-        return [SH, "-c", _JOIN_CGROUPS, "sh", *procs, "--", *bwrap, *privileges, *environment,
-                *spec.argv]  # fmt: skip
+        keep = " ".join(str(fd) for fd in (0, 1, 2, seccomp_fd, info_fd, *spec.pass_fds))
+        return [SH, "-c", _LAUNCH, "launch", keep, *procs, "--", *bwrap, *privileges,
+                *environment, *spec.argv]  # fmt: skip
 
     async def _spawn(
         self,
