@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from lambdahost.config import Settings
+from lambdahost.config import Settings, prepare_data_dir
 from lambdahost.control.aliases import AliasService
 from lambdahost.control.concurrency import ConcurrencyService
 from lambdahost.control.event_configs import EventConfigService
@@ -35,7 +35,7 @@ class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         data_dir = settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(data_dir)  # 0700: environments, code and credentials live here
         self.db = Database.in_dir(data_dir)
         self.db.migrate()
         self.blobs = BlobStore(data_dir / "blobs")
@@ -129,5 +129,6 @@ class Platform:
 
 def _state_dir(data_dir: Path) -> Path:
     path = data_dir / "sandboxes"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # node-local sandbox state: root's alone, as the whole data dir
     return path

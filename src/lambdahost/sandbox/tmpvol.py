@@ -166,8 +166,11 @@ def _copy_sparse(source: Path, target: Path) -> None:
 
 
 def _format(image: Path, image_bytes: int, reserved_blocks: int) -> None:
-    with open(image, "wb") as f:
-        f.truncate(image_bytes)  # sparse: costs no disk until written
+    fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, image_bytes)  # sparse: costs no disk until written
+    finally:
+        os.close(fd)
     # No journal (nothing to recover: volumes never outlive their sandbox), lazy inode tables.
     _run(MKFS, "-q", "-F", "-b", str(BLOCK), "-m", "0", "-O", "^has_journal,^resize_inode",
          "-E", "lazy_itable_init=1,nodiscard", str(image))  # fmt: skip
@@ -193,7 +196,8 @@ class TmpVolumes:
         self.reason = _unavailable_reason()
         if self.reason is None:
             try:
-                self.dir.mkdir(parents=True, mode=0o700)
+                state_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+                self.dir.mkdir(mode=0o700)
             except OSError as error:
                 self.reason = f"cannot create {self.dir}: {error}"
         if self.reason is None:

@@ -5,19 +5,36 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
 
 class BlobStore:
-    """`put` is durable before it returns; blobs are immutable; unpacked trees sit beside them."""
+    """`put` is durable before it returns; blobs are immutable; unpacked trees sit beside them.
+
+    Everything here is private to the server (0700 directories, 0600 blobs), except the
+    unpacked trees and the merged layers (`opt/`, see invoke/layers.py): sandboxes read them
+    through bind mounts as unprivileged uids, so a tree keeps its 0755/0644 modes inside the
+    0700 `unpacked/` or `opt/`, which nobody else can traverse."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        (root / "sha256").mkdir(parents=True, exist_ok=True)
-        (root / "unpacked").mkdir(parents=True, exist_ok=True)
-        (root / "tmp").mkdir(parents=True, exist_ok=True)
+        for name in ("", "sha256", "unpacked", "tmp", "opt"):  # opt: merged layers' cache
+            _private_dir(root / name)
+        self._tighten_blobs()
         self._remove_leftovers()
+
+    def _tighten_blobs(self) -> None:
+        """Blobs an older version wrote with the umask's modes (0755 dirs, 0644 files)."""
+        for shard in (self.root / "sha256").iterdir():
+            if shard.is_dir() and not shard.is_symlink():
+                _tighten(shard, PRIVATE_DIR)
+                for blob in shard.iterdir():
+                    _tighten(blob, PRIVATE_FILE)
 
     def _remove_leftovers(self) -> None:
         """Half-written blobs and half-unpacked trees of a killed process are never valid."""
@@ -34,8 +51,8 @@ class BlobStore:
         path = self.path(digest)
         if path.exists():
             return digest
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+        _private_dir(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")  # 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -66,3 +83,15 @@ class BlobStore:
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
         shutil.rmtree(self.unpacked_dir(digest), ignore_errors=True)
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    _tighten(path, PRIVATE_DIR)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Give `path` exactly `mode` if it is a real file or directory (never through a link)."""
+    current = path.lstat().st_mode
+    if not stat.S_ISLNK(current) and stat.S_IMODE(current) != mode:
+        os.chmod(path, mode)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from alembic import command
@@ -30,7 +32,9 @@ class Database:
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> Database:
-        return cls(f"sqlite:///{data_dir / 'lambdahost.db'}")
+        path = data_dir / "lambdahost.db"
+        _private_sqlite_files(path)
+        return cls(f"sqlite:///{path}")
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
@@ -65,6 +69,19 @@ def _note_metadata_writes(session: Session, _context: object) -> None:
 
 def _forget_writes(session: Session, _transaction: object) -> None:
     session.info.pop("metadata_written", None)
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The database holds every function's environment variables: 0600. Created here before
+    SQLite opens it, because SQLite gives its -wal and -shm files the database file's mode;
+    files an older version made with the umask's 0644 are tightened."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with suppress(FileNotFoundError):
+            file = path.with_name(path.name + suffix)
+            mode = file.lstat().st_mode
+            if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+                os.chmod(file, 0o600)
 
 
 def _connect_args(url: str) -> dict[str, object]:
