@@ -95,8 +95,10 @@ def test_fresh_path_forks_the_python_runtime_from_the_agent(tmp_path: Path) -> N
     assert first["session_leader"] and first["ppid"] == 1 and first["pid"] != 1
     assert first["fds"] == [0, 1, 2, 3, 4]
     assert not any(name.startswith("LAMBDAHOST_") for name in first["env"])
+    uid = first["agent"]["Uid"].split()[0]
+    assert int(uid) >= 1_900_000_000  # a host uid of its own (sandbox/uids.py)
     for process in (first["agent"], first["runtime"]):
-        assert process["Uid"].split() == ["993"] * 4
+        assert process["Uid"].split() == [uid] * 4
         assert int(process["CapEff"], 16) == 0 and int(process["CapBnd"], 16) == 0
         assert process["NoNewPrivs"] == "1" and process["Seccomp"] == "2"
     assert first["random"] != second["random"]

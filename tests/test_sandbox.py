@@ -133,7 +133,9 @@ def test_isolation(backend: Backend, task_dir: Path, tmp_path: Path) -> None:
     status, seen, _ = asyncio.run(probe(backend, task_dir, code, sandbox_id="iso"))
     assert status == 0, seen
     assert seen["pids"] == ["1"]  # only the probe itself: PID 1 of its own namespace
-    assert seen["ids"] == [993, 993, 993, []]
+    uid = seen["ids"][0]
+    assert uid >= 1_900_000_000  # a host uid of its own (sandbox/uids.py)
+    assert seen["ids"] == [uid, uid, uid, []]
     assert all(
         int(seen["status"][f"Cap{kind}"], 16) == 0 for kind in ("Inh", "Prm", "Eff", "Bnd", "Amb")
     )
@@ -156,7 +158,7 @@ def test_isolation(backend: Backend, task_dir: Path, tmp_path: Path) -> None:
         "/opt": True,
     }
     assert "shadow" not in seen["etc"] and "ssl" in seen["etc"]
-    assert "sbx_user1051:x:993:993" in seen["passwd"]
+    assert f"sbx_user{uid}:x:{uid}:{uid}" in seen["passwd"]
     assert "127.0.0.1\tlocalhost sandbox.localdomain" in seen["hosts"]
     assert seen["interfaces"] == ["lo"]
     assert seen["loopback"] == 9001

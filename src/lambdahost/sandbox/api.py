@@ -34,7 +34,9 @@ class SandboxSpec:
     cpu_shares: int = 1024  # relative weight; invoke/ scales it with memory
     pids_max: int = 1024
     tmp_mb: int = 512  # size of the private tmpfs at /tmp
-    uid: int = 993  # unprivileged uid/gid inside (and never root on the host)
+    # Unprivileged host uid/gid (never root). None: the backend gives the sandbox a uid no
+    # other live sandbox has (`uids.py`), the normal case.
+    uid: int | None = None
     pass_fds: tuple[int, ...] = ()  # host fds inherited by argv, same numbers inside
     cwd: str = "/var/task"
     hostname: str = "localhost"
@@ -52,6 +54,7 @@ class Sandbox(abc.ABC):
     """A started sandbox. Methods are safe to call in any order and more than once."""
 
     spec: SandboxSpec
+    uid: int  # the host uid its processes run as
 
     @property
     @abc.abstractmethod

@@ -9,7 +9,7 @@ start-up. A fork-from-a-zygote launcher can later sit behind the same `Backend` 
 How a sandbox starts (all without `preexec_fn`, the server being a threaded asyncio process):
 
     server ─exec─▶ bash: close all other fds, write $$ into each cgroup.procs ─exec─▶ bwrap
-        └─clone(new mnt, pid, ipc, uts, net, cgroup ns)─▶ setpriv: drop to host uid spec.uid,
+        └─clone(new mnt, pid, ipc, uts, net, cgroup ns)─▶ setpriv: drop to the sandbox's host uid,
           no caps (bounding set too), no_new_privs ─exec─▶ env -i spec.env ─exec─▶ spec.argv
 
 bwrap runs as real root *without* a user namespace on purpose: it can then bind code from
@@ -43,9 +43,10 @@ from pathlib import Path
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.controlled import CgroupSandbox
-from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts, with_tmp_volume
+from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_volume
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
+from lambdahost.sandbox.uids import UidPool
 
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
@@ -87,15 +88,11 @@ class BwrapBackend(Backend):
         self._sandboxes_dir = self.state_dir / "sandboxes"
         self._sandboxes_dir.mkdir(parents=True, exist_ok=True)
         self._filter = build_filter()
-        self._etc_dirs: dict[int, Path] = {}
-        self._etc_for(SandboxSpec.__dataclass_fields__["uid"].default)
+        self._uids = UidPool.from_environment()
+        self._etc = EtcDirs(self.state_dir / "rootfs")
+        self._etc.for_uid(self._uids.first)
         self._volumes = TmpVolumes(self.state_dir / "tmp")
         self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
-
-    def _etc_for(self, uid: int) -> Path:
-        if uid not in self._etc_dirs:
-            self._etc_dirs[uid] = build_etc(self.state_dir / "rootfs" / f"etc-{uid}", uid)
-        return self._etc_dirs[uid]
 
     async def start(self, spec: SandboxSpec) -> BwrapSandbox:
         _validate(spec)
@@ -105,16 +102,19 @@ class BwrapBackend(Backend):
             raise SandboxError(f"sandbox {spec.sandbox_id} already exists")
         mounts = check_mounts(spec.mounts)
         tmp = await lease(self._volumes, spec.tmp_mb << 20)
+        uid = self._uids.acquire() if spec.uid is None else spec.uid
         try:
             host_dir.mkdir()
             cgroups.create(
                 cg.Limits(spec.memory_mb << 20, spec.cpu_shares, spec.pids_max + _HELPERS)
             )
-            sandbox = await self._spawn(spec, cgroups, mounts, host_dir, tmp)
+            sandbox = await self._spawn(spec, uid, cgroups, mounts, host_dir, tmp)
             sandbox.tmp = tmp
+            sandbox.on_gone = self._uids.release
             return sandbox
         except BaseException as error:
             await _discard(cgroups, host_dir)
+            self._uids.release(uid)  # only reached once its cgroups are empty
             if tmp is not None:
                 tmp.release()
             if isinstance(error, OSError):
@@ -122,20 +122,20 @@ class BwrapBackend(Backend):
             raise
 
     def _command(
-        self, spec: SandboxSpec, cgroups: cg.CgroupSet, mounts: list[Mount], seccomp_fd: int,
-        info_fd: int, tmp: TmpLease | None = None,
+        self, spec: SandboxSpec, uid: int, cgroups: cg.CgroupSet, mounts: list[Mount],
+        seccomp_fd: int, info_fd: int, tmp: TmpLease | None = None,
     ) -> list[str]:  # fmt: skip
         privileges = [
             SETPRIV,
-            f"--reuid={spec.uid}",
-            f"--regid={spec.uid}",
+            f"--reuid={uid}",
+            f"--regid={uid}",
             "--clear-groups",
             "--inh-caps=-all",
             "--bounding-set=-all",
             "--no-new-privs",
             "--",
         ]
-        mount_args = bwrap_mount_args(self._etc_for(spec.uid), mounts, spec.tmp_mb << 20, spec.cwd)
+        mount_args = bwrap_mount_args(self._etc.for_uid(uid), mounts, spec.tmp_mb << 20, spec.cwd)
         if tmp is not None:
             mount_args = with_tmp_volume(mount_args, tmp.path)
         environment = [ENV, "-i", "--", *(f"{key}={value}" for key, value in spec.env.items())]
@@ -171,6 +171,7 @@ class BwrapBackend(Backend):
     async def _spawn(
         self,
         spec: SandboxSpec,
+        uid: int,
         cgroups: cg.CgroupSet,
         mounts: list[Mount],
         host_dir: Path,
@@ -181,7 +182,7 @@ class BwrapBackend(Backend):
         try:
             os.write(seccomp_write, self._filter)  # < 1 KiB: fits the pipe buffer
             os.close(seccomp_write)
-            command = self._command(spec, cgroups, mounts, seccomp_read, info_write, tmp)
+            command = self._command(spec, uid, cgroups, mounts, seccomp_read, info_write, tmp)
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -198,7 +199,7 @@ class BwrapBackend(Backend):
         finally:
             os.close(seccomp_read)
             os.close(info_write)
-        sandbox = BwrapSandbox(spec, process, cgroups, host_dir)
+        sandbox = BwrapSandbox(spec, uid, process, cgroups, host_dir)
         info = await _read_json(info_read, _START_TIMEOUT)
         if "child-pid" not in info:
             status = await sandbox.wait()
@@ -232,11 +233,13 @@ class BwrapSandbox(CgroupSandbox):
     def __init__(
         self,
         spec: SandboxSpec,
+        uid: int,
         process: asyncio.subprocess.Process,
         cgroups: cg.CgroupSet,
         host_dir: Path,
     ) -> None:
         self.spec = spec
+        self.uid = uid
         self.cgroups = cgroups
         self.child_pid = 0
         self._process = process
@@ -273,6 +276,7 @@ class BwrapSandbox(CgroupSandbox):
             if self._destroyed:
                 return
             await _discard(self.cgroups, self._host_dir)
+            self.gone()
             if self._process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     self._process.kill()  # only if it somehow left its cgroups
@@ -321,7 +325,12 @@ def _validate(spec: SandboxSpec) -> None:
     for key, value in spec.env.items():
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise SandboxError(f"invalid environment variable name: {key!r}")
-    if spec.uid <= 0 or spec.memory_mb <= 0 or spec.tmp_mb <= 0 or spec.pids_max <= 0:
+    if (
+        (spec.uid is not None and spec.uid <= 0)
+        or spec.memory_mb <= 0
+        or spec.tmp_mb <= 0
+        or spec.pids_max <= 0
+    ):
         raise SandboxError("uid, memory_mb, tmp_mb and pids_max must be positive")
     for fd in spec.pass_fds:
         try:

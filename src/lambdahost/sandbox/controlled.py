@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lambdahost.sandbox.api import Sandbox, SandboxError, SandboxStats
 from lambdahost.sandbox.cgroups import CgroupSet
 
@@ -13,6 +15,13 @@ class CgroupSandbox(Sandbox):
     cgroups: CgroupSet
     _destroyed: bool
     helper_pids = 0  # e.g. bwrap's monitor, which sits in the same cgroups
+    on_gone: Callable[[int], None] | None = None  # gets the uid back once nothing of it runs
+
+    def gone(self) -> None:
+        """Called by destroy() once the sandbox's cgroups are empty."""
+        on_gone, self.on_gone = self.on_gone, None
+        if on_gone is not None:
+            on_gone(self.uid)
 
     async def freeze(self) -> None:
         self._check_usable()

@@ -56,6 +56,19 @@ _HOSTS = """\
 """
 
 
+class EtcDirs:
+    """The generated /etc of each sandbox uid, built on first use under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._dirs: dict[int, Path] = {}
+
+    def for_uid(self, uid: int) -> Path:
+        if uid not in self._dirs:
+            self._dirs[uid] = build_etc(self.root / f"etc-{uid}", uid)
+        return self._dirs[uid]
+
+
 def build_etc(target: Path, uid: int) -> Path:
     """Write a minimal /etc for sandboxes running as `uid` into `target` (replaced whole)."""
     staging = target.with_name(target.name + ".new")

@@ -9,7 +9,7 @@ runs the already-imported agent, which forks the already-imported runtime (`agen
 Other argv (node, custom runtimes, tests' probes) are exec'd after the same set-up.
 
     server ──spawn request + fds──▶ zygote ─unshare(pid) + fork─▶ PID 1: cgroups, unshare,
-        ◀──pid + pidfd──────────────  │                            root, uid 993, seccomp
+        ◀──pid + pidfd──────────────  │                            root, its uid, seccomp
         ◀──exit status────────────────┘ (reaps)                     └▶ agent ─fork─▶ runtime
 
 Same contract and isolation as bwrap (same root layout: the launcher executes the mount plan
@@ -36,9 +36,10 @@ from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.bwrap import _validate, remove_stale
 from lambdahost.sandbox.controlled import CgroupSandbox
-from lambdahost.sandbox.rootfs import build_etc, bwrap_mount_args, check_mounts, with_tmp_device
+from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_device
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
+from lambdahost.sandbox.uids import UidPool
 from lambdahost.sandbox.zygote_link import (
     LAUNCHER,
     PYTHON,
@@ -83,8 +84,9 @@ class ZygoteBackend(Backend):
         self.agent_dir = package / "agent"
         self.runtimes_dir = package / "runtimes"
         self._filter = build_filter()
-        self._etc_dirs: dict[int, Path] = {}
-        self._etc_for(SandboxSpec.__dataclass_fields__["uid"].default)
+        self._uids = UidPool.from_environment()
+        self._etc = EtcDirs(self.state_dir / "rootfs")
+        self._etc.for_uid(self._uids.first)
         self._plans: dict[tuple, list[str]] = {}
         self._agent_argv = agent_command(AGENT_TARGET)
         self._link = self._start_link()
@@ -122,7 +124,7 @@ class ZygoteBackend(Backend):
         spec = SandboxSpec(sandbox_id="self-test", argv=["/bin/true"], env={})
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
-            request = self._request(spec, None, [])
+            request = self._request(spec, self._uids.first, None, [])
             status = self._link.spawn_blocking(request, [write_end], START_TIMEOUT)
         except (OSError, TimeoutError, SandboxError) as error:
             self._link.close()
@@ -152,11 +154,6 @@ class ZygoteBackend(Backend):
         return self._link.pid
 
     # -- starting sandboxes ----------------------------------------------------------------
-    def _etc_for(self, uid: int) -> Path:
-        if uid not in self._etc_dirs:
-            self._etc_dirs[uid] = build_etc(self.state_dir / "rootfs" / f"etc-{uid}", uid)
-        return self._etc_dirs[uid]
-
     def _mount_plan(self, uid: int, mounts: list[Mount], tmp_bytes: int, cwd: str) -> list[str]:
         """`bwrap_mount_args`, remembered: it resolves every source, on each cold start."""
         key = (uid, tuple(mounts), tmp_bytes, cwd)
@@ -164,25 +161,26 @@ class ZygoteBackend(Backend):
         if plan is None:
             if len(self._plans) >= 1024:
                 self._plans.clear()
-            plan = bwrap_mount_args(self._etc_for(uid), mounts, tmp_bytes, cwd)
+            plan = bwrap_mount_args(self._etc.for_uid(uid), mounts, tmp_bytes, cwd)
             self._plans[key] = plan
         return plan
 
     def _request(
         self,
         spec: SandboxSpec,
+        uid: int,
         cgroups: cg.CgroupSet | None,
         mounts: list[Mount],
         tmp: TmpLease | None = None,
     ) -> dict:
         sources = {m.target: Path(m.source) for m in mounts}
-        mount_args = self._mount_plan(spec.uid, mounts, spec.tmp_mb << 20, spec.cwd)
+        mount_args = self._mount_plan(uid, mounts, spec.tmp_mb << 20, spec.cwd)
         return {
             "argv": spec.argv,
             "env": spec.env,
             "cwd": spec.cwd,
             "hostname": spec.hostname,
-            "uid": spec.uid,
+            "uid": uid,
             # `tasks`, not `cgroup.procs`: moving only the (single-threaded) caller skips the
             # global threadgroup lock, whose write side waits for an RCU grace period (~10 ms).
             "cgroup_tasks": [str(p.with_name("tasks")) for p in cgroups.procs_files()]
@@ -207,23 +205,26 @@ class ZygoteBackend(Backend):
             log.warning("the zygote (pid %d) exited; starting a new one", self._link.pid)
             self._link = self._start_link()
         tmp = await lease(self._volumes, spec.tmp_mb << 20, mount=False)
+        uid = self._uids.acquire() if spec.uid is None else spec.uid
         stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
         try:
             cgroups.create(cg.Limits(spec.memory_mb << 20, spec.cpu_shares, spec.pids_max))
-            request = self._request(spec, cgroups, mounts, tmp)
+            request = self._request(spec, uid, cgroups, mounts, tmp)
             pid, pidfd = await self._link.spawn(request, [stderr_write, *spec.pass_fds])
         except BaseException as error:
             os.close(stderr_read)
             if tmp is not None:
                 tmp.release()
             await _discard(cgroups)
+            self._uids.release(uid)  # only reached once its cgroups are empty
             if isinstance(error, OSError):
                 raise SandboxError(f"cannot start sandbox {spec.sandbox_id}: {error}") from error
             raise
         finally:
             os.close(stderr_write)
-        sandbox = ZygoteSandbox(spec, pid, pidfd, cgroups, stderr_read, self._link)
+        sandbox = ZygoteSandbox(spec, uid, pid, pidfd, cgroups, stderr_read, self._link)
         sandbox.tmp = tmp
+        sandbox.on_gone = self._uids.release
         self._link.register(sandbox)
         return sandbox
 
@@ -239,6 +240,7 @@ class ZygoteSandbox(CgroupSandbox):
     def __init__(
         self,
         spec: SandboxSpec,
+        uid: int,
         pid: int,
         pidfd: int,
         cgroups: cg.CgroupSet,
@@ -246,6 +248,7 @@ class ZygoteSandbox(CgroupSandbox):
         link: ZygoteLink,
     ) -> None:
         self.spec = spec
+        self.uid = uid
         self.cgroups = cgroups
         self.status: int | None = None
         self._pid = pid
@@ -327,6 +330,7 @@ class ZygoteSandbox(CgroupSandbox):
                 return
             try:
                 await _discard(self.cgroups)
+                self.gone()
             finally:
                 self._destroyed = True
                 if self.status is None and self._pidfd >= 0:
