@@ -14,6 +14,7 @@ from typing import Any
 from botocore.model import OperationNotFoundError
 
 from lambdahost.api.model import WireResponse, service_model, validate
+from lambdahost.control import jsontext
 from lambdahost.control.log_syntax import InvalidParameter
 from lambdahost.control.logs import OPERATIONS, LogService
 from lambdahost.errors import LambdaError, NotImplementedOperation, ServiceError, ValidationError
@@ -69,8 +70,8 @@ async def _dispatch(platform: Platform, operation: str, body: bytes) -> dict[str
 
 def _decode(body: bytes) -> dict[str, Any]:
     try:
-        params = json.loads(body or b"{}")
-    except ValueError:
+        params = jsontext.loads(body or b"{}")
+    except ValueError:  # also too-deep nesting
         raise LambdaError(
             "Could not parse the request body as JSON.", code="SerializationException"
         ) from None

@@ -17,7 +17,8 @@ from urllib.parse import unquote
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from lambdahost.errors import LambdaError, ValidationError
+from lambdahost.control import jsontext
+from lambdahost.errors import InvalidRequestContent, LambdaError, ValidationError
 
 
 @cache
@@ -102,10 +103,7 @@ def parse_request(
     payload_member = shape.serialization.get("payload")
     body_members: dict[str, Any] = {}
     if payload_member is None and body:
-        try:
-            decoded = json.loads(body)
-        except ValueError as exc:
-            raise ValidationError(f"Could not parse request body into json: {exc}") from None
+        decoded = _json_body(body)
         if not isinstance(decoded, dict):
             raise ValidationError("Request body must be a JSON object.")
         body_members = decoded
@@ -126,11 +124,18 @@ def parse_request(
             if value is not None:
                 params[name] = _scalar(member, value, wire_name)
         elif name == payload_member:
-            params[name] = body if member.type_name == "blob" else json.loads(body or b"{}")
+            params[name] = body if member.type_name == "blob" else _json_body(body or b"{}")
         elif name in body_members:
             params[name] = _decode_body_value(member, body_members[name])
     validate(shape, params)
     return params
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return jsontext.loads(body)
+    except ValueError as exc:  # also too-deep nesting and undecodable bytes
+        raise InvalidRequestContent(f"Could not parse request body into json: {exc}") from None
 
 
 def _scalar(member: Shape, raw: str, wire_name: str) -> Any:
@@ -186,6 +191,9 @@ def _check_structure(shape: Shape, value: Any, path: str, problems: list[str]) -
             _check(member, value[name], _member_path(path, name), problems)
 
 
+_INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
 def _member_path(path: str, name: str) -> str:
     lowered = name[0].lower() + name[1:]
     return f"{path}.{lowered}" if path else lowered
@@ -227,15 +235,18 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
                 f"Value '{shown}' at '{path}' failed to satisfy constraint: Member must be a number"
             )
             return
-        if "min" in meta and value < meta["min"]:
+        # The wire type bounds every number, so none overflows a 64-bit column further on.
+        low, high = _INT_RANGE[kind]
+        low, high = max(low, meta.get("min", low)), min(high, meta.get("max", high))
+        if value < low:
             problems.append(
                 f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have "
-                f"value greater than or equal to {meta['min']}"
+                f"value greater than or equal to {low}"
             )
-        if "max" in meta and value > meta["max"]:
+        if value > high:
             problems.append(
                 f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have "
-                f"value less than or equal to {meta['max']}"
+                f"value less than or equal to {high}"
             )
     elif kind == "blob":
         if not isinstance(value, bytes | bytearray):

@@ -30,6 +30,17 @@ _LAYER_ARN = re.compile(
     r"(?P<name>[a-zA-Z0-9_-]+)(?::(?P<version>\d+))?$"
 )
 _LAYER_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,140}$")
+_VERSION_MAX = 2**63 - 1  # the model's `long`, and SQLite's INTEGER
+
+
+def _version_of(m: re.Match[str] | None) -> int | None:
+    """The version number in a matched layer ARN; None when absent or past a 64-bit long
+    (it cannot exist, and SQLite would overflow on it)."""
+    digits = m["version"] if m is not None else None
+    if not digits or len(digits.lstrip("0")) > 19:  # also spares int() its 4300-digit limit
+        return None
+    version = int(digits)
+    return version if version <= _VERSION_MAX else None
 
 
 class LayerService:
@@ -130,9 +141,10 @@ class LayerService:
 
     def get_by_arn(self, arn: str) -> dict[str, Any]:
         m = _LAYER_ARN.match(arn)
-        if not m or not m["version"]:
+        version = _version_of(m)
+        if m is None or version is None:
             raise InvalidParameterValue(f"Invalid layer version ARN: {arn}")
-        return self.get(m["name"], int(m["version"]))
+        return self.get(m["name"], version)
 
     def list_versions(
         self,
@@ -192,10 +204,11 @@ class LayerService:
         resolved = []
         for arn in arns:
             m = _LAYER_ARN.match(arn)
-            if not m or not m["version"]:
+            version = _version_of(m)
+            if m is None or version is None:
                 raise InvalidParameterValue(f"Layer version {arn} does not exist.")
             with self.db.session() as s:
-                row = s.get(LayerVersionRow, (m["name"], int(m["version"])))
+                row = s.get(LayerVersionRow, (m["name"], version))
                 local = (
                     m["region"] == self.settings.region and m["account"] == self.settings.account_id
                 )

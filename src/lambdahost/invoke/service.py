@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdahost.config import Settings
+from lambdahost.control import jsontext
 from lambdahost.control.aliases import AliasService, pick_version
 from lambdahost.control.functions import FunctionService, FunctionVersion
 from lambdahost.errors import (
@@ -269,7 +269,7 @@ def _checked_json(payload: bytes) -> bytes:
     if not payload.strip():
         return b"{}"
     try:
-        json.loads(payload)
+        jsontext.check(payload)  # valid JSON however deep: the function gets it as-is
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestContent(
             f"Could not parse request body into json: Could not parse payload into json: {exc}"
@@ -282,7 +282,7 @@ def _decode_client_context(value: str | None) -> str | None:
         return None
     try:
         text = base64.b64decode(value, validate=True).decode()
-        json.loads(text)
+        jsontext.loads(text)  # too deep is a ValueError too
     except (binascii.Error, ValueError):
         raise InvalidParameterValue(
             "Client context must be a valid Base64-encoded JSON object."
