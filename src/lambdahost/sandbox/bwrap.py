@@ -23,8 +23,9 @@ with its status.
 
 If the server dies, `--die-with-parent` kills the bwrap monitors, but NOT the sandboxed
 processes: the kernel sends a parent-death signal only if the parent could kill() the child,
-and the monitor (uid 0, capabilities dropped) cannot signal uid 993. Those sandboxes live on
-until the next server's `cleanup_stale()` kills them through their cgroups.
+and the monitor (uid 0, capabilities dropped) cannot signal the sandbox's uid. The backend's
+`watchdog` kills them through their cgroups; the next server's `cleanup_stale()` removes the
+rest (host-side /tmp mounts, state dirs).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, w
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 from lambdahost.sandbox.uids import UidPool
+from lambdahost.sandbox.watchdog import Watchdog
 
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
@@ -93,6 +95,7 @@ class BwrapBackend(Backend):
         self._etc.for_uid(self._uids.first)
         self._volumes = TmpVolumes(self.state_dir / "tmp")
         self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
+        self._watchdog = Watchdog(self.cgroup_parent, self.cgroup_root)
 
     async def start(self, spec: SandboxSpec) -> BwrapSandbox:
         _validate(spec)
@@ -104,6 +107,7 @@ class BwrapBackend(Backend):
         tmp = await lease(self._volumes, spec.tmp_mb << 20)
         uid = self._uids.acquire() if spec.uid is None else spec.uid
         try:
+            await self._etc.prepare(uid)
             host_dir.mkdir()
             cgroups.create(
                 cg.Limits(spec.memory_mb << 20, spec.cpu_shares, spec.pids_max + _HELPERS)
@@ -218,6 +222,7 @@ class BwrapBackend(Backend):
         return removed
 
     def close(self) -> None:
+        self._watchdog.close()
         self._volumes.close()
         cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
 

@@ -9,6 +9,7 @@ data dir or other functions' code.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path, PurePosixPath
@@ -67,6 +68,11 @@ class EtcDirs:
         if uid not in self._dirs:
             self._dirs[uid] = build_etc(self.root / f"etc-{uid}", uid)
         return self._dirs[uid]
+
+    async def prepare(self, uid: int) -> None:
+        """Build the uid's /etc off the event loop (~3 ms of copying), the first time only."""
+        if uid not in self._dirs:
+            await asyncio.to_thread(self.for_uid, uid)
 
 
 def build_etc(target: Path, uid: int) -> Path:

@@ -40,6 +40,7 @@ from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, w
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 from lambdahost.sandbox.uids import UidPool
+from lambdahost.sandbox.watchdog import Watchdog
 from lambdahost.sandbox.zygote_link import (
     LAUNCHER,
     PYTHON,
@@ -93,6 +94,7 @@ class ZygoteBackend(Backend):
         self._self_test()
         self._volumes = TmpVolumes(self.state_dir / "tmp")
         self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
+        self._watchdog = Watchdog(self.cgroup_parent, self.cgroup_root)
 
     # -- the zygote ------------------------------------------------------------------------
     def _config(self) -> dict:
@@ -143,9 +145,10 @@ class ZygoteBackend(Backend):
             raise SandboxError(f"the zygote cannot start sandboxes here: {reason}")
 
     def close(self) -> None:
-        """Stop the zygote (running sandboxes are not affected) and remove the cgroup parent
-        if no sandbox is left in it."""
+        """Stop the zygote and the watchdog (which kills any sandbox still running) and
+        remove the cgroup parent."""
         self._link.close()
+        self._watchdog.close()
         self._volumes.close()
         cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
 
@@ -208,6 +211,7 @@ class ZygoteBackend(Backend):
         uid = self._uids.acquire() if spec.uid is None else spec.uid
         stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
         try:
+            await self._etc.prepare(uid)
             cgroups.create(cg.Limits(spec.memory_mb << 20, spec.cpu_shares, spec.pids_max))
             request = self._request(spec, uid, cgroups, mounts, tmp)
             pid, pidfd = await self._link.spawn(request, [stderr_write, *spec.pass_fds])

@@ -1,0 +1,68 @@
+"""Sandboxes die with the server, however it dies.
+
+A sandbox does not depend on the process that started it: the zygote's children outlive the
+zygote, and the kernel's parent-death signal cannot help on the bwrap path (bwrap's monitor,
+uid 0 without capabilities, may not signal the sandbox's uid). So each backend starts this
+small watchdog in a session of its own, holding the read end of a pipe whose only write end
+is the server's. When the server exits, by `close()` or by SIGKILL, the pipe reads EOF and the
+watchdog kills every sandbox then under the backend's cgroup parent (frozen ones thawed after
+the signal, as `CgroupSet.kill_all_blocking` does) and removes their groups. Mounts, loop
+devices and image files are the next start's business (`Backend.cleanup_stale`).
+
+Run as `python -m lambdahost.sandbox.watchdog <cgroup parent> <cgroup root>`, stdin the pipe.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from lambdahost.sandbox import cgroups as cg
+
+
+class Watchdog:
+    """The server's end: keep the object; `close()` (or the server's death) ends it."""
+
+    def __init__(self, cgroup_parent: str, cgroup_root: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__, cgroup_parent, str(cgroup_root)],
+            stdin=subprocess.PIPE,  # the lifeline: non-inheritable, so only we hold it
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # a signal to the server's process group spares it
+        )
+
+    def close(self, timeout: float = 30.0) -> None:
+        """The sandboxes are gone already (Backend.close): the watchdog finds nothing."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def kill_sandboxes(cgroup_parent: str, cgroup_root: Path) -> int:
+    """Kill and remove every sandbox group under `cgroup_parent`; returns how many."""
+    names = cg.children(cgroup_parent, cgroup_root)
+    for name in names:
+        group = cg.CgroupSet(f"{cgroup_parent}/{name}", cgroup_root)
+        try:
+            group.kill_all_blocking()
+            group.remove()
+        except OSError as error:
+            print(f"lambdahost watchdog: {name}: {error}", file=sys.stderr)
+    cg.remove_if_empty(cgroup_parent, cgroup_root)
+    return len(names)
+
+
+def main() -> None:
+    cgroup_parent, cgroup_root = sys.argv[1], Path(sys.argv[2])
+    while sys.stdin.buffer.read(4096):
+        pass  # nobody writes: this returns at EOF, when no server holds the pipe any more
+    kill_sandboxes(cgroup_parent, cgroup_root)
+
+
+if __name__ == "__main__":
+    main()
