@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import stat
 import textwrap
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from lambdahost.sandbox import BACKENDS, Backend, Mount, SandboxSpec, open_backend
-from lambdahost.sandbox.tmpvol import TmpVolumes
+from lambdahost.sandbox import (
+    BACKENDS,
+    Backend,
+    Mount,
+    SandboxError,
+    SandboxSpec,
+    loopdev,
+    open_backend,
+)
+from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, Volume, lease
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="volumes need root")
 
@@ -160,3 +172,117 @@ def test_cleanup_stale_removes_a_dead_instance(tmp_path: Path) -> None:
     os.close(left.loop_fd)
     assert _loops_under(tmp_path) == []
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+# -- loop devices under concurrency ------------------------------------------------------------
+
+
+def _check_attached(volume: Volume) -> None:
+    """`volume.device` is a real loop block device, bound to the volume's own image."""
+    mode = os.stat(volume.device).st_mode
+    assert stat.S_ISBLK(mode) and os.major(os.stat(volume.device).st_rdev) == 7
+    name = Path(volume.device).name
+    assert Path(f"/sys/block/{name}/loop/backing_file").read_text().strip() == str(volume.image)
+
+
+def test_many_volumes_attach_at_once(tmp_path: Path) -> None:
+    """64 volumes from 16 threads, all held at once: far more than the 8 loop devices the
+    module makes at boot. Each gets its own real device; none falls back to anything."""
+    pool = TmpVolumes(tmp_path / "tmp", spares=0)
+    assert pool.available, pool.reason
+    with ThreadPoolExecutor(16) as threads:
+        volumes = list(threads.map(lambda _: pool.acquire(64 * MB, mount=False), range(64)))
+    try:
+        assert len({v.device for v in volumes}) == 64
+        for volume in volumes:
+            _check_attached(volume)
+    finally:
+        for volume in volumes:
+            pool.release(volume)
+        pool.close()
+    assert _loops_under(tmp_path) == []
+
+
+def test_a_burst_of_leases_gets_real_volumes(tmp_path: Path) -> None:
+    """100 cold starts asking at once, as the backends ask (`lease`): every one gets a
+    disk-backed volume. Prints the latency each saw (the pool keeps only a few ready)."""
+
+    async def burst() -> tuple[list[TmpLease | None], list[float]]:
+        pool.prepare(64 * MB)
+        await asyncio.sleep(0.5)  # the spares are made, as after a server's start
+
+        async def one() -> TmpLease | None:
+            started = time.perf_counter()
+            got = await lease(pool, 64 * MB, mount=False)
+            waited.append((time.perf_counter() - started) * 1000)
+            return got
+
+        waited: list[float] = []
+        return await asyncio.gather(*(one() for _ in range(100))), waited
+
+    pool = TmpVolumes(tmp_path / "tmp")
+    leases, waited = asyncio.run(burst())
+    try:
+        assert all(held is not None for held in leases)
+        assert len({held.device for held in leases if held}) == 100
+        waited.sort()
+        print(f"100 leases at once: p50 {waited[50]:.1f} ms, max {waited[-1]:.1f} ms")
+    finally:
+        for held in leases:
+            if held is not None:
+                held.release()
+        pool.close()
+    assert _loops_under(tmp_path) == []
+
+
+def test_a_device_that_stays_busy_is_stepped_over(tmp_path: Path) -> None:
+    """The kernel offers the lowest unbound device; if someone holds it exclusively, it
+    stays offered and stays busy. Attaching goes on with other devices."""
+    control = os.open("/dev/loop-control", os.O_RDWR)
+    try:
+        number = fcntl.ioctl(control, 0x4C82)  # LOOP_CTL_GET_FREE
+    finally:
+        os.close(control)
+    held = os.open(f"/dev/loop{number}", os.O_RDONLY | os.O_EXCL)  # a block device's claim
+    pool = TmpVolumes(tmp_path / "tmp", spares=0)
+    try:
+        volumes = [pool.acquire(64 * MB, mount=False) for _ in range(4)]
+        assert f"/dev/loop{number}" not in {v.device for v in volumes}
+        for volume in volumes:
+            _check_attached(volume)
+            pool.release(volume)
+    finally:
+        os.close(held)
+        pool.close()
+
+
+def test_missing_device_node_is_made(tmp_path: Path) -> None:
+    """Where nothing makes device nodes (a container's /dev), the node is made with mknod,
+    with the dev_t sysfs announces; a node of the wrong device is refused."""
+    control = os.open("/dev/loop-control", os.O_RDWR)
+    try:
+        number = fcntl.ioctl(control, 0x4C82)
+    finally:
+        os.close(control)
+    node = tmp_path / f"loop{number}"
+    fd = loopdev._open(number, str(node))
+    try:
+        assert os.fstat(fd).st_rdev == os.stat(f"/dev/loop{number}").st_rdev
+        assert stat.S_ISBLK(node.stat().st_mode)
+    finally:
+        os.close(fd)
+    wrong = tmp_path / "wrong"
+    os.mknod(wrong, stat.S_IFBLK | 0o600, os.makedev(7, (number + 1) % 256))
+    with pytest.raises(loopdev.LoopError, match="stale node"):
+        loopdev._open(number, str(wrong))
+
+
+def test_a_failing_volume_fails_the_start_instead_of_a_tmpfs(tmp_path: Path) -> None:
+    """The pool works on this host, but this volume cannot be made: the sandbox must not
+    start with a memory-backed /tmp in its place."""
+    pool = TmpVolumes(tmp_path / "tmp", spares=0)
+    try:
+        with pytest.raises(SandboxError, match="cannot make its /tmp"):
+            asyncio.run(lease(pool, -MB))  # an impossible size: making its image fails
+    finally:
+        pool.close()

@@ -7,8 +7,9 @@ from memory. Written ext4 pages are page cache: reclaimable, so they never OOM a
 
 Cold starts must not pay for `mkfs`, so a background thread keeps a few *ready* volumes per
 size: image made, formatted, attached to a loop device (held by our open descriptor, with
-autoclear: the device detaches itself once nothing uses it). `acquire()` takes one and mounts
-it under our state dir (one mount(2) call); the backend binds that at `/tmp`. `release()`
+autoclear: the device detaches itself once nothing uses it; loopdev.py finds or adds one).
+`acquire()` takes one and mounts it under our state dir (one mount(2) call); the backend
+binds that at `/tmp`. `release()`
 shuts the file system down (its dirty pages are dropped, never written back), detaches the
 mount and deletes the image; a used volume is never handed out again. The loop device uses
 direct I/O, so the image's own page cache does not double what the function wrote.
@@ -40,20 +41,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from lambdahost.sandbox.api import SandboxError
+from lambdahost.sandbox.loopdev import BLOCK, LOOP_CONTROL, attach, detach
+
 log = logging.getLogger("lambdahost.sandbox")
 
 MKFS = "/usr/sbin/mkfs.ext4"
 TUNE2FS = "/usr/sbin/tune2fs"
-LOOP_CONTROL = "/dev/loop-control"
 SPARES = 2  # ready volumes kept per size
 MAX_SIZES = 8  # sizes kept ready at once (least recently used ones are dropped)
-BLOCK = 4096
 
-_LOOP_CTL_GET_FREE = 0x4C82
-_LOOP_CONFIGURE = 0x4C0A
-_LOOP_CLR_FD = 0x4C01
-_LO_FLAGS_AUTOCLEAR = 4
-_LO_FLAGS_DIRECT_IO = 16
 _EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
 _EXT4_GOING_FLAGS_NOLOGFLUSH = 2
 _MS_NOSUID, _MS_NODEV, _MS_NOATIME = 0x2, 0x4, 0x400
@@ -95,36 +92,6 @@ def _umount(target: str) -> None:
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
             raise VolumeError(code, f"umount {target}: {os.strerror(code)}")
-
-
-def _attach_loop(image: Path) -> tuple[str, int]:
-    """Attach `image` to a free loop device (direct I/O, autoclear); returns (device, fd)."""
-    backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        control = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            for _ in range(16):  # another process may take the free device first
-                number = fcntl.ioctl(control, _LOOP_CTL_GET_FREE)
-                device = f"/dev/loop{number}"
-                fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
-                # struct loop_config: fd, block_size, loop_info64 (232 bytes), reserved[8]
-                info = bytearray(232)
-                struct.pack_into("I", info, 52, _LO_FLAGS_AUTOCLEAR | _LO_FLAGS_DIRECT_IO)
-                name = str(image).encode()[:63]
-                info[56 : 56 + len(name)] = name
-                config = struct.pack("II", backing, BLOCK) + bytes(info) + bytes(64)
-                try:
-                    fcntl.ioctl(fd, _LOOP_CONFIGURE, config)
-                    return device, fd
-                except OSError as error:
-                    os.close(fd)
-                    if error.errno != errno.EBUSY:
-                        raise
-            raise VolumeError(errno.EBUSY, "no free loop device")
-        finally:
-            os.close(control)
-    finally:
-        os.close(backing)
 
 
 def _run(*argv: str) -> None:
@@ -339,7 +306,7 @@ class TmpVolumes:
             image = self.dir / f"{self._ids}-{size_bytes >> 20}.img"
         try:
             _copy_sparse(template, image)
-            device, fd = _attach_loop(image)
+            device, fd = attach(image)
         except BaseException:
             image.unlink(missing_ok=True)
             raise
@@ -358,7 +325,7 @@ class TmpVolumes:
         staging = self.dir / f"template-{size_bytes >> 20}-new.img"
         try:
             _format(staging, image_bytes, reserved)
-            device, fd = _attach_loop(staging)
+            device, fd = attach(staging)
             volume = Volume(size_bytes, staging, device, fd)
             try:
                 self._mount(volume)
@@ -388,7 +355,7 @@ class TmpVolumes:
             image = self.dir / f"{self._ids}-measure.img"
         try:
             _format(image, image_bytes, 0)
-            device, fd = _attach_loop(image)
+            device, fd = attach(image)
             volume = Volume(size_bytes, image, device, fd)
             try:
                 self._mount(volume)
@@ -451,11 +418,7 @@ def remove_instance(directory: Path) -> int:
     for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
         with contextlib.suppress(OSError):
             if backing.read_text().strip().startswith(prefix):
-                fd = os.open(f"/dev/{backing.parent.parent.name}", os.O_RDWR | os.O_CLOEXEC)
-                try:
-                    fcntl.ioctl(fd, _LOOP_CLR_FD)
-                finally:
-                    os.close(fd)
+                detach(f"/dev/{backing.parent.parent.name}")
     shutil.rmtree(directory, ignore_errors=True)
     return len(images)
 
@@ -489,9 +452,12 @@ class TmpLease:
 
 async def lease(pool: TmpVolumes, size_bytes: int, mount: bool = True) -> TmpLease | None:
     """A volume for one sandbox, mounted on the host (or, with `mount=False`, only attached:
-    the sandbox mounts `device` in its own mount namespace, so the mount dies with it), or
-    None when the host cannot make one (the caller then falls back to a tmpfs /tmp; the
-    reason was logged)."""
+    the sandbox mounts `device` in its own mount namespace, so the mount dies with it).
+
+    None only when this host cannot make volumes at all (`pool.available` is false: not root,
+    no e2fsprogs, no loop devices): the caller then gives every sandbox a tmpfs /tmp, which
+    was logged once, when the pool was made. A host that can but fails now raises
+    SandboxError: a function never silently gets a memory-backed /tmp instead of its disk."""
     if not pool.available:
         return None
     try:
@@ -500,6 +466,5 @@ async def lease(pool: TmpVolumes, size_bytes: int, mount: bool = True) -> TmpLea
         else:
             volume = await asyncio.to_thread(pool.acquire, size_bytes, mount)
     except OSError as error:
-        log.warning("no disk-backed /tmp (%s); using a tmpfs", error)
-        return None
+        raise SandboxError(f"cannot make its /tmp ({size_bytes >> 20} MB): {error}") from error
     return TmpLease(pool, volume)
