@@ -9,7 +9,7 @@ import os
 import stat
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from lambdahost.sandbox import (
     loopdev,
     open_backend,
 )
-from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, Volume, lease
+from lambdahost.sandbox.tmpvol import SPARES, TmpLease, TmpVolumes, Volume, lease
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="volumes need root")
 
@@ -286,3 +286,28 @@ def test_a_failing_volume_fails_the_start_instead_of_a_tmpfs(tmp_path: Path) -> 
             asyncio.run(lease(pool, -MB))  # an impossible size: making its image fails
     finally:
         pool.close()
+
+
+def test_the_pool_keeps_more_ready_after_a_burst(tmp_path: Path) -> None:
+    """Acquires that found none ready make the pool keep more (bursts come again), up to
+    MAX_SPARES; after `decay_s` without such a miss it goes back to its spares."""
+    pool = TmpVolumes(tmp_path / "tmp")
+    pool.decay_s = 1.0
+    try:
+        pool.prepare(64 * MB)
+        _wait_for(lambda: pool.ready_count(64 * MB) == SPARES)
+        burst = [pool.acquire(64 * MB, mount=False) for _ in range(SPARES + 6)]  # misses
+        _wait_for(lambda: pool.ready_count(64 * MB) > SPARES)
+        for volume in burst:
+            pool.release(volume)
+        _wait_for(lambda: pool.ready_count(64 * MB) == SPARES)  # a second later
+    finally:
+        pool.close()
+    assert _loops_under(tmp_path) == []
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
