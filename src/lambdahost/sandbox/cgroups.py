@@ -217,6 +217,22 @@ def instance_parent(state_dir: Path) -> str:
     return f"lambdahost/{hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]}"
 
 
+def limit_parent(parent: str, root: Path, memory_bytes: int, pids_max: int) -> None:
+    """Create a backend's cgroup parent (if missing) and cap what all its sandboxes together
+    may use: a host-wide ceiling over the per-sandbox limits, kept by the kernel even if the
+    accounting above it is wrong."""
+    memory = root / "memory" / parent
+    pids = root / "pids" / parent
+    for path in (memory, pids):
+        path.mkdir(parents=True, exist_ok=True)
+    memsw = memory / "memory.memsw.limit_in_bytes"
+    # memsw may never be below the plain limit: raise it first, lower it last.
+    _try_write(memsw, memory_bytes)
+    _write(memory / "memory.limit_in_bytes", memory_bytes)
+    _try_write(memsw, memory_bytes)
+    _write(pids / "pids.max", pids_max)
+
+
 def remove_if_empty(name: str, root: Path = CGROUP_ROOT) -> None:
     """rmdir the group `name` in every controller where it has no children and no tasks."""
     for controller in CONTROLLERS:
