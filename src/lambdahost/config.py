@@ -34,6 +34,18 @@ class Settings:
     account_concurrency: int = 1000
     # Scales async retry delays (AWS: 1 min, then 2 min) and maximum event age; tests use ~0.01.
     async_time_scale: float = 1.0
+    # Host capacity (invoke/capacity.py), each "<MB>" or "<percent>%": the MemorySize of all
+    # live environments within this share of MemTotal, their EphemeralStorage within this share
+    # of the free space on the data dir's file system. Past them: evict idle ones, then 429.
+    memory_budget: str = "80%"
+    disk_budget: str = "80%"
+    # Processes in all sandboxes together (their parent cgroup's pids.max); 0: half of pid_max.
+    pids_budget: int = 0
+    # Cold starts running at once (0: two per CPU); more wait in FIFO order, at most
+    # `cold_start_queue` of them, each at most `cold_start_wait_s`, else 429.
+    cold_starts: int = 0
+    cold_start_queue: int = 256
+    cold_start_wait_s: float = 10.0
     # SQS-/SNS-/EventBridge-compatible endpoints for destinations and dead-letter queues.
     destination_endpoints: dict[str, str] = field(default_factory=dict)
     credentials: Credentials = field(default_factory=lambda: Credentials("", ""))
@@ -46,6 +58,18 @@ class Settings:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+def check_budget(text: str) -> str:
+    """A budget is a positive number of MB, or a percentage in (0, 100]."""
+    value = text.strip()
+    try:
+        number = float(value[:-1]) if value.endswith("%") else int(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a number of MB nor a percentage") from None
+    if number <= 0 or (value.endswith("%") and number > 100):
+        raise ValueError(f"{text!r} is out of range")
+    return value
 
 
 def default_data_dir() -> Path:

@@ -16,6 +16,13 @@ from lambdahost.control.layers import LayerService
 from lambdahost.control.permissions import PermissionService
 from lambdahost.control.urls import UrlService
 from lambdahost.control.versions import VersionService
+from lambdahost.invoke.capacity import (
+    HostCapacity,
+    StartGate,
+    default_cold_starts,
+    default_pids_budget,
+    limit_backend_parent,
+)
 from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.destinations import Destinations
 from lambdahost.invoke.dispatcher import Dispatcher
@@ -49,8 +56,20 @@ class Platform:
         self.functions.on_change(self.urls.forget_removed)
         self.functions.on_change(self.permissions.forget_removed)
         self.logs = LogStore(self.db)
+        # Node-local: what this host holds and how many environments it starts at once.
+        self.capacity = HostCapacity.from_settings(
+            settings.memory_budget, settings.disk_budget, data_dir, _state_dir(data_dir)
+        )
+        starts = StartGate(
+            settings.cold_starts or default_cold_starts(),
+            settings.cold_start_queue,
+            settings.cold_start_wait_s,
+        )
         self.pool = EnvironmentPool(
-            open_backend(_state_dir(data_dir), settings.sandbox), keepalive_s=settings.keepalive_s
+            open_backend(_state_dir(data_dir), settings.sandbox),
+            keepalive_s=settings.keepalive_s,
+            capacity=self.capacity,
+            starts=starts,
         )
         # Lines an environment prints outside any invoke (e.g. extensions at SHUTDOWN).
         self.pool.on_logs = self.logs.append
@@ -86,7 +105,19 @@ class Platform:
         if settled:
             log.info("finished %d function transitions left by an earlier run", settled)
         self.logs.start()
-        await self.pool.start()
+        await self.pool.start()  # removes stale sandboxes (and an empty cgroup parent) first
+        await asyncio.to_thread(
+            limit_backend_parent,
+            self.pool.backend,
+            self.capacity.memory_mb,
+            self.settings.pids_budget or default_pids_budget(),
+        )
+        log.info(
+            "host budget: %d MB memory, %d MB disk, %d cold starts at once",
+            self.capacity.memory_mb,
+            self.capacity.disk_mb,
+            self.pool.starts.limit,
+        )
         await self.dispatcher.start()
         await self.provisioned.start()
 

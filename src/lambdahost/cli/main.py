@@ -10,7 +10,7 @@ from rich.console import Console
 
 from lambdahost.cli.invoke import invoke
 from lambdahost.cli.logs import logs
-from lambdahost.config import Settings, default_data_dir, load_credentials
+from lambdahost.config import Settings, check_budget, default_data_dir, load_credentials
 
 app = typer.Typer(help="lambdahost: a self-hosted, AWS-Lambda-compatible serverless platform.")
 console = Console(stderr=True)
@@ -56,6 +56,37 @@ def serve(
         envvar="LAMBDAHOST_ASYNC_TIME_SCALE",
         help="Scale async retry delays and maximum event age (e.g. 0.01 in tests).",
     ),
+    memory_budget: str = typer.Option(
+        "80%",
+        envvar="LAMBDAHOST_MEMORY_BUDGET",
+        help="Memory for all environments together (sum of MemorySize): MB, or a % of RAM.",
+    ),
+    disk_budget: str = typer.Option(
+        "80%",
+        envvar="LAMBDAHOST_DISK_BUDGET",
+        help="Disk for all /tmp volumes together (sum of EphemeralStorage): MB, or a % of "
+        "the free space where the data dir is.",
+    ),
+    pids_budget: int = typer.Option(
+        0,
+        envvar="LAMBDAHOST_PIDS_BUDGET",
+        help="Processes in all environments together [default: half of kernel.pid_max].",
+    ),
+    cold_starts: int = typer.Option(
+        0,
+        envvar="LAMBDAHOST_COLD_STARTS",
+        help="Cold starts running at once; more wait in line [default: 2 per CPU].",
+    ),
+    cold_start_queue: int = typer.Option(
+        256,
+        envvar="LAMBDAHOST_COLD_START_QUEUE",
+        help="Cold starts that may wait in line; beyond, invokes get 429 TooManyRequests.",
+    ),
+    cold_start_wait: float = typer.Option(
+        10.0,
+        envvar="LAMBDAHOST_COLD_START_WAIT",
+        help="Seconds a cold start may wait in line before it gets 429 TooManyRequests.",
+    ),
     log_level: str = typer.Option("info", envvar="LAMBDAHOST_LOG_LEVEL"),
 ) -> None:
     """Start the API server."""
@@ -66,6 +97,11 @@ def serve(
 
     if sandbox not in ("auto", "zygote", "bwrap"):
         raise typer.BadParameter("must be zygote, bwrap or auto", param_hint="--sandbox")
+    for hint, value in (("--memory-budget", memory_budget), ("--disk-budget", disk_budget)):
+        try:
+            check_budget(value)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint=hint) from None
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -82,6 +118,12 @@ def serve(
         sandbox=sandbox,
         transition_delay_s=transition_delay,
         async_time_scale=async_time_scale,
+        memory_budget=memory_budget,
+        disk_budget=disk_budget,
+        pids_budget=pids_budget,
+        cold_starts=cold_starts,
+        cold_start_queue=cold_start_queue,
+        cold_start_wait_s=cold_start_wait,
         credentials=credentials,
     )
     if no_auth:

@@ -1,8 +1,9 @@
 """Runs queued asynchronous invokes: concurrency rules, retries, event age, destinations.
 
-Throttled events wait and try again without using an attempt (as in AWS). Function errors
-are retried `MaximumRetryAttempts` times, after 1 then 2 minutes (scaled by
-`Settings.async_time_scale`). Final outcomes go to OnSuccess/OnFailure and the DLQ."""
+Throttled events (concurrency limits, host capacity) and platform failures wait and try
+again without using an attempt (as in AWS). Function errors are retried
+`MaximumRetryAttempts` times, after 1 then 2 minutes (scaled by `Settings.async_time_scale`).
+Final outcomes go to OnSuccess/OnFailure and the DLQ."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from lambdahost.config import Settings
 from lambdahost.control.event_configs import EventConfigService
-from lambdahost.errors import ResourceConflict, ResourceNotFound, TooManyRequests
+from lambdahost.errors import ResourceConflict, ResourceNotFound, ServiceError, TooManyRequests
 from lambdahost.invoke.destinations import Destinations, record
 from lambdahost.invoke.model import InvokeRequest, InvokeResult
 from lambdahost.invoke.queue import EventQueue, QueuedEvent, now_ms
@@ -127,8 +128,16 @@ class Dispatcher:
                 raise ResourceConflict("not active yet")
             result = await self.invoker.run(spec, request)
         except (TooManyRequests, ResourceConflict):
+            # Throttled (the function's concurrency, or this host's capacity): AWS keeps the
+            # event and tries again, for up to its maximum age, without using an attempt.
             await asyncio.to_thread(
                 self.queue.retry_later, event, self._scaled(THROTTLE_DELAY_S), count_attempt=False
+            )
+            return
+        except ServiceError:
+            # The platform failed (logged where it did): a system error, retried the same way.
+            await asyncio.to_thread(
+                self.queue.retry_later, event, self._scaled(RETRY_DELAYS_S[0]), count_attempt=False
             )
             return
         except ResourceNotFound:

@@ -9,6 +9,10 @@ Contract (what `invoke/` relies on):
   exception; broken environments are discarded and the next invoke starts a fresh one.
   Only a sandbox that cannot be created at all raises (`SandboxError`).
 - Idle environments are frozen (cgroup freezer) and destroyed after `keepalive_s` unused.
+- Host capacity (see `capacity`): every live environment holds its MemorySize and
+  EphemeralStorage against the host's budgets; a cold start that does not fit evicts idle
+  environments (least recently used first, never provisioned ones), else raises
+  TooManyRequests, as does one that cannot get a cold-start slot in time.
 """
 
 from __future__ import annotations
@@ -23,6 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import lambdahost
+from lambdahost.invoke.capacity import (
+    HostCapacity,
+    Need,
+    StartGate,
+    StartSlot,
+    default_cold_starts,
+    host_throttled,
+    pick_victims,
+)
 from lambdahost.invoke.environment import Environment, Message
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult, LogLine
 from lambdahost.invoke.reports import (
@@ -41,16 +54,30 @@ from lambdahost.sandbox.api import Backend
 log = logging.getLogger("lambdahost.pool")
 
 INIT_TIMEOUT_S = 10.0
+# A cold start holds its slot at the gate through sandbox creation and runtime start-up (the
+# CPU-heavy part), at most this long: a slow init (waiting on the network) must not hold
+# back every other cold start on the host.
+START_SLOT_S = 1.0
 FREEZE_AFTER_S = 0.05
 Key = tuple[str, str, str]  # (function arn, version, revision id)
 
 
 class EnvironmentPool:
     def __init__(
-        self, backend: Backend, *, keepalive_s: float = 300.0, runtime_root: Path | None = None
+        self,
+        backend: Backend,
+        *,
+        keepalive_s: float = 300.0,
+        runtime_root: Path | None = None,
+        capacity: HostCapacity | None = None,
+        starts: StartGate | None = None,
     ) -> None:
         self.backend = backend
         self.keepalive_s = keepalive_s
+        self.capacity = capacity or HostCapacity()  # default: no budgets
+        self.starts = starts or StartGate(default_cold_starts(), max_waiting=1000, max_wait_s=60.0)
+        self._slots: dict[str, StartSlot] = {}  # admitted, not yet started: its gate slot
+        self._measuring: asyncio.Task[None] | None = None
         # Holds `agent/` (mounted at /var/rapid) and `runtimes/` (at /var/runtime).
         self.runtime_root = runtime_root or Path(lambdahost.__file__).parent
         self._idle: dict[Key, list[Environment]] = {}
@@ -68,6 +95,7 @@ class EnvironmentPool:
         await asyncio.to_thread(self.backend.cleanup_stale)
         await asyncio.to_thread(self._precompile)
         self._reaper = asyncio.create_task(self._reap_idle())
+        self._measuring = asyncio.create_task(self.capacity.keep_measuring())
 
     def _precompile(self) -> None:
         """Bytecode next to the agent's and runtime's sources, so no cold start compiles them
@@ -80,8 +108,9 @@ class EnvironmentPool:
 
     async def close(self) -> None:
         self._closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for task in (self._reaper, self._measuring):
+            if task is not None:
+                task.cancel()
         environments = list(self._all)
         self._all.clear()
         self._idle.clear()
@@ -104,7 +133,8 @@ class EnvironmentPool:
         """Start and initialise one environment before any request needs it (provisioned
         concurrency). It joins the idle set and is never reclaimed for being idle.
         Returns (failure reason or None, its log stream, the init log lines)."""
-        env, message, lines, init_ms = await self._cold_start(spec)
+        env = await self._admit_new(spec)
+        message, lines, init_ms = await self._cold_start(env)
         if message.kind != "ready":
             await self._discard(env)
             status = message.header.get("error_type") or message.kind
@@ -136,28 +166,120 @@ class EnvironmentPool:
                 self._spawn(self._discard(env))
 
     # -- invoke ---------------------------------------------------------------------------
-    async def invoke(
-        self, spec: FunctionSpec, request: InvokeRequest, stream: ChunkCollector | None = None
-    ) -> InvokeResult:
-        """`stream` receives a streamed response's chunks as they come (see `streaming`)."""
+    async def admit(self, spec: FunctionSpec) -> Environment:
+        """Where the next request of `spec` runs: a thawed idle environment, else a new one, not
+        started yet, that already holds its cold-start slot and its share of the host. Raises
+        TooManyRequests when the host cannot take one. Hand the result to `invoke()`, or to
+        `abandon()` if the request is dropped."""
         if self._closed:
             raise RuntimeError("the environment pool is closed")
         self._retire_other_revisions(spec)
         env = await self._take_idle(spec)
-        if env is not None:
+        return env if env is not None else await self._admit_new(spec, reuse=True)
+
+    def abandon(self, env: Environment) -> None:
+        """Give back an admitted environment that will not run the request."""
+        if env.sandbox is None:
+            slot = self._slots.pop(env.id, None)
+            if slot is not None:
+                slot.leave()
+            self._all.discard(env)
+            self.capacity.release(env.id)
+        else:
+            self._park(env)
+
+    async def invoke(
+        self,
+        spec: FunctionSpec,
+        request: InvokeRequest,
+        stream: ChunkCollector | None = None,
+        env: Environment | None = None,
+    ) -> InvokeResult:
+        """`stream` receives a streamed response's chunks as they come (see `streaming`);
+        `env` is what `admit()` returned, if the caller admitted the request already."""
+        env = env or await self.admit(spec)
+        if env.sandbox is not None:
             return await self._run(env, request, [], None, stream)
-        env, message, init_lines, init_ms = await self._cold_start(spec)
+        message, init_lines, init_ms = await self._cold_start(env)
         if message.kind == "ready":
             return await self._run(env, request, init_lines, init_ms, stream)
         return await self._init_failed(env, request, message, init_lines, init_ms)
 
-    async def _cold_start(
-        self, spec: FunctionSpec
-    ) -> tuple[Environment, Message, list[LogLine], float]:
-        """Start a new environment and wait (at most INIT_TIMEOUT_S) for its init outcome:
-        "ready", or the failure message. Returns it with the init log lines and duration."""
+    async def _admit_new(self, spec: FunctionSpec, reuse: bool = False) -> Environment:
+        need = Need(spec.memory_mb, spec.ephemeral_mb)
+        if reason := self.capacity.exceeds_budget(need):
+            raise host_throttled(reason)
+        slot = await self.starts.enter()
+        if reuse and self._idle.get((spec.arn, spec.version, spec.revision_id)):
+            # One came free while we waited at the gate: no cold start needed after all.
+            try:
+                idle = await self._take_idle(spec)
+            except BaseException:
+                slot.leave()
+                raise
+            if idle is not None:
+                slot.leave()
+                return idle
         env_id = secrets.token_hex(16)
         env = Environment(env_id, spec, log_stream_name(spec, env_id))
+        try:
+            victims = self._make_room(env_id, need)
+        except BaseException:
+            slot.leave()
+            raise
+        self._slots[env_id] = slot
+        self._all.add(env)
+        if victims:
+            # Their memory is only free once they are gone; shielded: a caller that leaves
+            # must not leave half-destroyed sandboxes behind.
+            gone = asyncio.gather(*(self._discard(victim) for victim in victims))
+            try:
+                await asyncio.shield(gone)
+            except BaseException:
+                self.abandon(env)
+                raise
+        return env
+
+    def _make_room(self, env_id: str, need: Need) -> list[Environment]:
+        """Reserve `need` for `env_id`, taking idle environments out of service to make room;
+        returns them (to be destroyed). Raises TooManyRequests, evicting nothing, if even
+        every idle one would not make room."""
+        victims: list[Environment] = []
+        short = self.capacity.shortfall(need)
+        if short.memory_mb or short.disk_mb:
+            candidates = [
+                (env.last_used, Need(env.spec.memory_mb, env.spec.ephemeral_mb), env)
+                for idle in self._idle.values()
+                for env in idle
+                if env not in self._provisioned
+            ]
+            found = pick_victims(candidates, short)
+            if found is None:
+                raise host_throttled("This host has no room for another execution environment.")
+            victims = found
+            for victim in victims:
+                self._take_out_of_idle(victim)
+                self.capacity.release(victim.id)  # handed over to the new environment
+        self.capacity.hold(env_id, need)
+        return victims
+
+    async def _cold_start(self, env: Environment) -> tuple[Message, list[LogLine], float]:
+        """Start an admitted environment and wait (at most INIT_TIMEOUT_S) for its init
+        outcome: "ready", or the failure message. Returns it with the init log lines and
+        duration."""
+        slot = self._slots.pop(env.id, None)
+        timer = None
+        if slot is not None:
+            timer = asyncio.get_running_loop().call_later(START_SLOT_S, slot.leave)
+        try:
+            return await self._start_and_init(env)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if slot is not None:
+                slot.leave()
+
+    async def _start_and_init(self, env: Environment) -> tuple[Message, list[LogLine], float]:
         started = time.perf_counter()
         env.on_death = self._on_death
         self._all.add(env)
@@ -167,14 +289,14 @@ class EnvironmentPool:
             self._all.discard(env)
             await self._destroy(env)
             raise
-        lines: list[LogLine] = [(now_ms(), init_start_line(spec))]
+        lines: list[LogLine] = [(now_ms(), init_start_line(env.spec))]
         try:
             async with asyncio.timeout(INIT_TIMEOUT_S):
                 message = await env.next_message()
         except TimeoutError:
             message = Message("timeout", {"logs": await env.flush_logs()})
         lines += message.logs
-        return env, message, lines, (time.perf_counter() - started) * 1000
+        return message, lines, (time.perf_counter() - started) * 1000
 
     async def _run(
         self,
@@ -436,6 +558,8 @@ class EnvironmentPool:
             await env.destroy()
         except Exception:
             log.exception("cannot destroy environment %s", env.id)
+        finally:
+            self.capacity.release(env.id)
 
     async def _shut_down(self, env: Environment, reason: str) -> None:
         """Extensions get their SHUTDOWN (≤ 2 s) before the sandbox goes; what they print then

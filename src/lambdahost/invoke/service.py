@@ -22,15 +22,19 @@ from lambdahost.control.functions import FunctionService, FunctionVersion
 from lambdahost.errors import (
     InvalidParameterValue,
     InvalidRequestContent,
+    LambdaError,
     RequestTooLarge,
     ResourceConflict,
+    ServiceError,
 )
 from lambdahost.invoke.concurrency import ConcurrencyLimiter
+from lambdahost.invoke.environment import Environment
 from lambdahost.invoke.layers import merged_opt
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.queue import EventQueue
 from lambdahost.invoke.streaming import ResponseStream
+from lambdahost.sandbox.api import SandboxError
 from lambdahost.store.logs import LogStore
 
 log = logging.getLogger("lambdahost.invoke")
@@ -162,8 +166,13 @@ class Invoker:
         outcome.executed_version = spec.version
         slot = contextlib.ExitStack()
         slot.enter_context(self.limiter.slot(spec.name))  # TooManyRequests before any byte
+        try:
+            env = await self.pool.admit(spec)  # and the host's throttle, too
+        except BaseException:
+            slot.close()
+            raise
         stream = ResponseStream()
-        task = asyncio.ensure_future(self._run_streaming(spec, request, stream, slot))
+        task = asyncio.ensure_future(self._run_streaming(spec, request, stream, slot, env))
         self._streaming.add(task)
         task.add_done_callback(self._streaming.discard)
         return outcome, stream
@@ -174,13 +183,13 @@ class Invoker:
         request: InvokeRequest,
         stream: ResponseStream,
         slot: contextlib.ExitStack,
+        env: Environment,
     ) -> None:
         try:
             with slot:
-                result = await self.pool.invoke(spec, request, stream)
+                result = await self.pool.invoke(spec, request, stream, env)
         except Exception as exc:
-            log.exception("streaming invoke of %s failed", spec.name)
-            stream.end(None, exc)
+            stream.end(None, platform_failure(spec, exc))
             return
         except BaseException as exc:
             stream.end(None, exc)
@@ -231,7 +240,12 @@ class Invoker:
     async def run(self, spec: FunctionSpec, request: InvokeRequest) -> InvokeResult:
         """Run one request under the function's concurrency limits (TooManyRequests if none)."""
         with self.limiter.slot(spec.name):
-            result = await self.pool.invoke(spec, request)
+            try:
+                result = await self.pool.invoke(spec, request)
+            except LambdaError:
+                raise  # throttles
+            except Exception as exc:
+                raise platform_failure(spec, exc) from None
         self.logs.append(spec.log_group, result.log_stream, result.log_lines)
         return result
 
@@ -257,6 +271,20 @@ class Invoker:
     def _opt(self, layer_dirs: tuple[Path, ...]) -> tuple[Path, ...]:
         merged = merged_opt(self.settings.data_dir / "blobs" / "opt", layer_dirs)
         return (merged,) if merged else ()
+
+
+def platform_failure(spec: FunctionSpec, error: Exception) -> LambdaError:
+    """What the caller gets when the platform (not the function) failed: AWS's documented 500
+    `ServiceException`, which SDKs retry and the async queue tries again; details in our log."""
+    if isinstance(error, LambdaError):
+        return error
+    if isinstance(error, SandboxError):
+        log.error("cannot start an execution environment for %s: %s", spec.name, error)
+        text = "Lambda could not start an execution environment for the function. Try again."
+    else:
+        log.error("invoke of %s failed in the platform", spec.name, exc_info=error)
+        text = "Lambda could not run the function because of an internal error. Try again."
+    return ServiceError(text)
 
 
 def log_tail(result: InvokeResult) -> str:
