@@ -44,6 +44,7 @@ from pathlib import Path
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.controlled import CgroupSandbox
+from lambdahost.sandbox.procviews import ProcViews
 from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_volume
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
@@ -95,7 +96,8 @@ class BwrapBackend(Backend):
         self._etc.for_uid(self._uids.first)
         self._volumes = TmpVolumes(self.state_dir / "tmp")
         self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
-        self._watchdog = Watchdog(self.cgroup_parent, self.cgroup_root)
+        self._proc_views = ProcViews(self.state_dir)
+        self._watchdog = Watchdog(self.cgroup_parent, self.cgroup_root, self._proc_views)
 
     async def start(self, spec: SandboxSpec) -> BwrapSandbox:
         _validate(spec)
@@ -139,7 +141,9 @@ class BwrapBackend(Backend):
             "--no-new-privs",
             "--",
         ]
-        mount_args = bwrap_mount_args(self._etc.for_uid(uid), mounts, spec.tmp_mb << 20, spec.cwd)
+        mount_args = bwrap_mount_args(
+            self._etc.for_uid(uid), mounts, spec.tmp_mb << 20, spec.cwd, self._proc_views.files()
+        )
         if tmp is not None:
             mount_args = with_tmp_volume(mount_args, tmp.path)
         environment = [ENV, "-i", "--", *(f"{key}={value}" for key, value in spec.env.items())]
@@ -222,6 +226,7 @@ class BwrapBackend(Backend):
         return removed
 
     def close(self) -> None:
+        self._proc_views.close()
         self._watchdog.close()
         self._volumes.close()
         cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)

@@ -220,7 +220,7 @@ class RootBuilder:
         full = self.inside(target)
         if is_dir:
             self.mkdirs(target)
-        else:
+        elif not os.path.exists(full):  # e.g. /proc/meminfo exists: bound over as it is
             self.mkdirs(os.path.dirname(target) or "/")
             os.close(os.open(full, os.O_WRONLY | os.O_CREAT, 0o644))
         mount(source, full, None, MS_BIND | MS_REC)

@@ -135,15 +135,25 @@ def check_mounts(mounts: list[Mount]) -> list[Mount]:
     return sorted(mounts, key=lambda m: len(PurePosixPath(m.target).parts))
 
 
-def bwrap_mount_args(etc_dir: Path, mounts: list[Mount], tmp_bytes: int, cwd: str) -> list[str]:
-    """bwrap options assembling the sandbox's root file system."""
+def bwrap_mount_args(
+    etc_dir: Path,
+    mounts: list[Mount],
+    tmp_bytes: int,
+    cwd: str,
+    proc_files: dict[str, Path] | None = None,
+) -> list[str]:
+    """bwrap options assembling the sandbox's root file system. `proc_files`: host files bound
+    over /proc/<name> (the environment's own meminfo and friends, see `procviews`)."""
     args = ["--ro-bind", "/usr", "/usr"]
     for link, points_to in BASE_SYMLINKS.items():
         args += ["--symlink", points_to, link]
     args += ["--ro-bind", str(etc_dir), "/etc"]
     for relative in BOUND_ETC:
         args += ["--ro-bind-try", str(HOST_ETC / relative), f"/etc/{relative}"]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--proc", "/proc"]
+    for name, source in (proc_files or {}).items():
+        args += ["--ro-bind-try", str(source), f"/proc/{name}"]
+    args += ["--dev", "/dev"]
     args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     # bwrap would create missing parents with the source's modes (often 0700): make them
     # explicitly world-readable so the unprivileged uid can walk to its mounts.

@@ -6,10 +6,12 @@ uid 0 without capabilities, may not signal the sandbox's uid). So each backend s
 small watchdog in a session of its own, holding the read end of a pipe whose only write end
 is the server's. When the server exits, by `close()` or by SIGKILL, the pipe reads EOF and the
 watchdog kills every sandbox then under the backend's cgroup parent (frozen ones thawed after
-the signal, as `CgroupSet.kill_all_blocking` does) and removes their groups. Mounts, loop
-devices and image files are the next start's business (`Backend.cleanup_stale`).
+the signal, as `CgroupSet.kill_all_blocking` does), removes their groups, and stops the
+backend's lxcfs (`procviews`). Mounts, loop devices and image files of the sandboxes are the
+next start's business (`Backend.cleanup_stale`).
 
-Run as `python -m lambdahost.sandbox.watchdog <cgroup parent> <cgroup root>`, stdin the pipe.
+Run as `python -m lambdahost.sandbox.watchdog <cgroup parent> <cgroup root> [<lxcfs mount
+point> <lxcfs pidfile>]`, stdin the pipe.
 """
 
 from __future__ import annotations
@@ -19,14 +21,20 @@ import sys
 from pathlib import Path
 
 from lambdahost.sandbox import cgroups as cg
+from lambdahost.sandbox.procviews import ProcViews, stop_stale
 
 
 class Watchdog:
     """The server's end: keep the object; `close()` (or the server's death) ends it."""
 
-    def __init__(self, cgroup_parent: str, cgroup_root: Path) -> None:
+    def __init__(
+        self, cgroup_parent: str, cgroup_root: Path, proc_views: ProcViews | None = None
+    ) -> None:
+        argv = [sys.executable, "-m", __name__, cgroup_parent, str(cgroup_root)]
+        if proc_views is not None:
+            argv += [str(proc_views.mount_point), str(proc_views.pidfile)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, cgroup_parent, str(cgroup_root)],
+            argv,
             stdin=subprocess.PIPE,  # the lifeline: non-inheritable, so only we hold it
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # a signal to the server's process group spares it
@@ -62,6 +70,8 @@ def main() -> None:
     while sys.stdin.buffer.read(4096):
         pass  # nobody writes: this returns at EOF, when no server holds the pipe any more
     kill_sandboxes(cgroup_parent, cgroup_root)
+    if len(sys.argv) == 5:
+        stop_stale(Path(sys.argv[3]), Path(sys.argv[4]))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.bwrap import _validate, remove_stale
 from lambdahost.sandbox.controlled import CgroupSandbox
+from lambdahost.sandbox.procviews import ProcViews
 from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_device
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
@@ -90,11 +91,14 @@ class ZygoteBackend(Backend):
         self._etc.for_uid(self._uids.first)
         self._plans: dict[tuple, list[str]] = {}
         self._agent_argv = agent_command(AGENT_TARGET)
+        self._proc_views: ProcViews | None = None  # the self-test runs without
         self._link = self._start_link()
         self._self_test()
         self._volumes = TmpVolumes(self.state_dir / "tmp")
         self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
-        self._watchdog = Watchdog(self.cgroup_parent, self.cgroup_root)
+        self._proc_views = ProcViews(self.state_dir)
+        self._plans.clear()
+        self._watchdog = Watchdog(self.cgroup_parent, self.cgroup_root, self._proc_views)
 
     # -- the zygote ------------------------------------------------------------------------
     def _config(self) -> dict:
@@ -148,6 +152,8 @@ class ZygoteBackend(Backend):
         """Stop the zygote and the watchdog (which kills any sandbox still running) and
         remove the cgroup parent."""
         self._link.close()
+        if self._proc_views is not None:
+            self._proc_views.close()
         self._watchdog.close()
         self._volumes.close()
         cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
@@ -164,7 +170,13 @@ class ZygoteBackend(Backend):
         if plan is None:
             if len(self._plans) >= 1024:
                 self._plans.clear()
-            plan = bwrap_mount_args(self._etc.for_uid(uid), mounts, tmp_bytes, cwd)
+            plan = bwrap_mount_args(
+                self._etc.for_uid(uid),
+                mounts,
+                tmp_bytes,
+                cwd,
+                self._proc_views.files() if self._proc_views else None,
+            )
             self._plans[key] = plan
         return plan
 
