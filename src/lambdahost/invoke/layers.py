@@ -133,14 +133,17 @@ def _remove(dir_fd: int, name: str) -> None:
 def escaping_links(root: Path) -> list[str]:
     """The links under `root` (paths relative to it) that resolve outside it."""
     found = []
-    for directory, dirs, files in os.walk(root):  # links to directories are not entered
-        for name in (*dirs, *files):
-            path = Path(directory, name)
-            if path.is_symlink():
-                rel = path.relative_to(root)
-                if _escapes(root, rel.parts):
-                    found.append(str(rel))
-    return found
+    pending: list[tuple[str, ...]] = [()]
+    while pending:  # no recursion: a layer's tree may be deeper than Python's stack
+        rel = pending.pop()
+        with os.scandir(root.joinpath(*rel)) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    if _escapes(root, (*rel, entry.name)):
+                        found.append("/".join((*rel, entry.name)))
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append((*rel, entry.name))
+    return sorted(found)
 
 
 def _escapes(root: Path, link: tuple[str, ...]) -> bool:
