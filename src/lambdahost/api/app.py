@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from lambdahost.api import function_urls, logs, sigv4, sts
+from lambdahost.api.bodies import UnverifiedBodies, expected_size, read_body
 from lambdahost.api.codeurls import PREFIX as CODE_PREFIX
 from lambdahost.api.codeurls import CodeUrls
 from lambdahost.api.handlers import Call, load_all
@@ -26,12 +27,11 @@ from lambdahost.api.model import (
     serialize_response,
     service_model,
 )
-from lambdahost.control import rules
+from lambdahost.control.request_limits import body_limit
 from lambdahost.errors import LambdaError, NotImplementedOperation, ServiceError
 from lambdahost.platform import Platform
 
 log = logging.getLogger("lambdahost.api")
-BODY_MAX = rules.REQUEST_MAX + 1024 * 1024
 
 
 class AuthFailure(LambdaError):
@@ -47,16 +47,18 @@ class LambdaApi:
         self.function_urls = function_urls.FunctionUrlFrontend(platform)
         creds = platform.settings.credentials
         self._secrets = {creds.access_key_id: creds.secret_access_key}
+        self.unverified = UnverifiedBodies()
 
     async def handle(self, request: Request) -> Response:
         # Function URL requests have their own auth rules: route them before SigV4.
         if (url_target := function_urls.target_of(request)) is not None:
             return await self.function_urls.handle(request, url_target)
         request_id = str(uuid.uuid4())
+        service = _service_of(request)
         try:
-            wire, extra = await self._handle(request)
+            wire, extra = await self._handle(request, service)
         except LambdaError as exc:
-            wire, extra = error_response(exc), {}
+            wire, extra = _render_error(service, exc), {}
         except Exception:
             log.exception("internal error in request %s %s", request.method, request.url.path)
             wire = error_response(
@@ -71,19 +73,28 @@ class LambdaApi:
         headers = {"x-amzn-RequestId": request_id, **wire.headers, **extra}
         return Response(wire.body, wire.status, headers=headers, media_type=wire.content_type)
 
-    async def _handle(self, request: Request) -> tuple[WireResponse | Response, dict[str, str]]:
+    async def _handle(
+        self, request: Request, service: str
+    ) -> tuple[WireResponse | Response, dict[str, str]]:
         raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         query_string = request.scope.get("query_string", b"").decode("latin-1")
-        body = await _read_body(request)
-        if self.platform.settings.auth:
-            self._authenticate(request, raw_path, query_string, body)
+        # The signed head first: nothing of the body is read for a request that fails it.
+        pending = self._begin_auth(request, raw_path, query_string, service)
         target = request.headers.get("x-amz-target", "")
-        if target.startswith(logs.TARGET_PREFIX):
-            return await logs.handle(self.platform, target[len(logs.TARGET_PREFIX) :], body), {}
-        if raw_path == "/" and request.method == "POST":
-            return await sts.handle(self.platform, body), {}
         query = parse_qs(query_string, keep_blank_values=True)
-        found = self.router.match(request.method, raw_path, query)
+        found = None
+        if service == "logs":
+            operation: str | None = target[len(logs.TARGET_PREFIX) :]
+        elif service == "sts":
+            operation = "GetCallerIdentity"
+        else:
+            found = self.router.match(request.method, raw_path, query)
+            operation = found[0].name if found is not None else None
+        body = await self._read_body(request, pending, *body_limit(service, operation))
+        if service == "logs":
+            return await logs.handle(self.platform, target[len(logs.TARGET_PREFIX) :], body), {}
+        if service == "sts":
+            return await sts.handle(self.platform, body), {}
         if found is None:
             raise LambdaError(
                 f"No Lambda operation matches {request.method} {raw_path}",
@@ -102,20 +113,43 @@ class LambdaApi:
             return call.raw_response, call.response_headers
         return serialize_response(route, output), call.response_headers
 
-    def _authenticate(self, request: Request, path: str, query: str, body: bytes) -> None:
-        signed = sigv4.SignedRequest(
+    def _begin_auth(
+        self, request: Request, path: str, query: str, service: str
+    ) -> sigv4.PendingSignature | None:
+        if not self.platform.settings.auth:
+            return None
+        head = sigv4.SignedRequest(
             method=request.method,
             path=path,
             query=query,
             headers=[
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
             ],
-            body=body,
         )
         try:
-            sigv4.verify(signed, self._secrets.get)
+            return sigv4.begin(
+                head, self._secrets.get, region=self.platform.settings.region, service=service
+            )
         except sigv4.AuthError as exc:
             raise AuthFailure(exc.message, code=exc.code, status=exc.status) from None
+
+    async def _read_body(
+        self,
+        request: Request,
+        pending: sigv4.PendingSignature | None,
+        limit: int,
+        too_large: Callable[[], LambdaError],
+    ) -> bytes:
+        if pending is None:  # authentication is off
+            return (await read_body(request, limit, too_large)).data
+        # Until the signature is proven, the body counts against the shared bound.
+        async with self.unverified.admit(expected_size(request, limit)):
+            body = await read_body(request, limit, too_large, digest=pending.needs_body_hash)
+            try:
+                pending.finish(body.sha256)
+            except sigv4.AuthError as exc:
+                raise AuthFailure(exc.message, code=exc.code, status=exc.status) from None
+        return body.data  # joined only now that it is proven
 
     async def download_code(self, request: Request) -> Response:
         digest = request.path_params["digest"]
@@ -135,17 +169,33 @@ class LambdaApi:
         return Response(path.read_bytes(), media_type="application/zip")
 
 
-async def _read_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > BODY_MAX:
-            raise rules.EntityTooLarge(
-                f"Request must be smaller than {rules.REQUEST_MAX} bytes for the operation"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _service_of(request: Request) -> str:
+    """Which service a request is for, from what routes it (its signature must agree)."""
+    if request.headers.get("x-amz-target", "").startswith(logs.TARGET_PREFIX):
+        return "logs"
+    path = request.scope.get("raw_path", b"") or request.url.path.encode()
+    if path == b"/" and request.method == "POST":
+        return "sts"
+    return "lambda"
+
+
+def _render_error(service: str, error: LambdaError) -> WireResponse:
+    """An error in the envelope of the protocol the client speaks."""
+    if service == "logs":
+        return logs.json_error(error)
+    if service == "sts":
+        code = _QUERY_AUTH_CODES.get(error.code, error.code)
+        return sts.query_error(code, error.message, error.status)
+    return error_response(error)
+
+
+# The query protocol (STS) names the authentication failures differently.
+_QUERY_AUTH_CODES = {
+    "MissingAuthenticationTokenException": "MissingAuthenticationToken",
+    "IncompleteSignatureException": "IncompleteSignature",
+    "InvalidSignatureException": "SignatureDoesNotMatch",
+    "UnrecognizedClientException": "InvalidClientTokenId",
+}
 
 
 def _base_url(request: Request) -> str:

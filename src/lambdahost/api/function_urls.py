@@ -33,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from lambdahost.api import sigv4
+from lambdahost.api.bodies import Body, read_body
+from lambdahost.control import jsontext
 from lambdahost.control.permissions import INVOKE_FUNCTION, INVOKE_FUNCTION_URL
 from lambdahost.control.urls import FunctionUrl
 from lambdahost.errors import LambdaError
@@ -90,9 +92,11 @@ class FunctionUrlFrontend:
             url = await self._find(target)
             if _is_preflight(request) and url.cors is not None:
                 return _preflight(url.cors, request)
-            body = await _read_body(request)
-            caller = self._authorize(url, request, body)
-            event = self._event(url, target, request, body, caller, request_id)
+            # An AWS_IAM URL checks the signed head before reading a byte of the body.
+            pending = self._begin_auth(url, request)
+            body = await _read_body(request, digest=pending is not None and pending.needs_body_hash)
+            caller = self._authorize(url, pending, body)
+            event = self._event(url, target, request, body.data, caller, request_id)
             if url.invoke_mode == "RESPONSE_STREAM":
                 from lambdahost.api.url_streaming import invoke_streaming
 
@@ -127,25 +131,34 @@ class FunctionUrlFrontend:
 
     # -- auth -----------------------------------------------------------------------------
 
-    def _authorize(self, url: FunctionUrl, request: Request, body: bytes) -> str | None:
+    def _begin_auth(self, url: FunctionUrl, request: Request) -> sigv4.PendingSignature | None:
+        if url.auth_type != "AWS_IAM" or not self.platform.settings.auth:
+            return None
+        head = sigv4.SignedRequest(
+            method=request.method,
+            path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=[
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
+            ],
+        )
+        settings = self.platform.settings
+        try:
+            return sigv4.begin(head, self._secrets.get, region=settings.region, service="lambda")
+        except sigv4.AuthError as exc:
+            raise _auth_rejection(exc) from None
+
+    def _authorize(
+        self, url: FunctionUrl, pending: sigv4.PendingSignature | None, body: Body
+    ) -> str | None:
         """Check access; return the caller's access key id (AWS_IAM) or None (anonymous)."""
         if url.auth_type == "AWS_IAM":
-            if not self.platform.settings.auth:
+            if pending is None:  # authentication is off
                 return self.platform.settings.credentials.access_key_id
-            signed = sigv4.SignedRequest(
-                method=request.method,
-                path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
-                query=request.scope.get("query_string", b"").decode("latin-1"),
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
-                ],
-                body=body,
-            )
             try:
-                return sigv4.verify(signed, self._secrets.get)
+                return pending.finish(body.sha256)
             except sigv4.AuthError as exc:
-                missing = exc.code == "MissingAuthenticationTokenException"
-                raise UrlRejection(403, "Forbidden" if missing else exc.message) from None
+                raise _auth_rejection(exc) from None
         context = {
             "lambda:FunctionUrlAuthType": "NONE",
             "lambda:InvokedViaFunctionUrl": "true",
@@ -270,8 +283,8 @@ def http_response(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
     A JSON object with `statusCode` describes the response; any other result is returned as
     a 200 `application/json` body, unchanged."""
     try:
-        value = json.loads(payload) if payload else None
-    except ValueError:
+        value = jsontext.loads(payload) if payload else None
+    except ValueError:  # also too-deep nesting
         value = None
     if not isinstance(value, dict) or "statusCode" not in value:
         return 200, [("content-type", "application/json")], payload
@@ -341,15 +354,15 @@ def _as_text(body: bytes, content_type: str) -> str | None:
         return None
 
 
-async def _read_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > REQUEST_MAX:
-            raise UrlRejection(413, "Request Entity Too Large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _auth_rejection(exc: sigv4.AuthError) -> UrlRejection:
+    missing = exc.code == "MissingAuthenticationTokenException"
+    return UrlRejection(403, "Forbidden" if missing else exc.message)
+
+
+async def _read_body(request: Request, *, digest: bool) -> Body:
+    return await read_body(
+        request, REQUEST_MAX, lambda: UrlRejection(413, "Request Entity Too Large"), digest=digest
+    )
 
 
 # -- CORS -----------------------------------------------------------------------------------

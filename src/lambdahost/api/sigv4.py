@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import quote, unquote_to_bytes
 
-__all__ = ["AuthError", "SignedRequest", "verify"]
+__all__ = ["AuthError", "PendingSignature", "SignedRequest", "begin", "verify"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -47,7 +47,7 @@ class SignedRequest:
     path: str  # raw path as sent (percent-encoded), without the query
     query: str  # raw query string, without the "?"
     headers: list[tuple[str, str]]  # as received: names in any case, repeats allowed
-    body: bytes
+    body: bytes = b""  # unused by `begin`, which runs before the body is read
 
 
 class AuthError(Exception):
@@ -88,13 +88,36 @@ def verify(
     request: SignedRequest,
     secret_for: Callable[[str], str | None],
     *,
+    region: str | None = None,
+    service: str | None = None,
     now: datetime | None = None,
     max_skew: timedelta = timedelta(minutes=15),
 ) -> str:
     """Verify the request's SigV4 signature and return its access key id, or raise AuthError.
 
     `secret_for(access_key_id)` returns the secret access key, or None when the key is unknown.
+    `region` and `service`, when given, are what the credential scope must name.
     """
+    pending = begin(request, secret_for, region=region, service=service, now=now, max_skew=max_skew)
+    digest = hashlib.sha256(request.body).hexdigest() if pending.needs_body_hash else ""
+    return pending.finish(digest)
+
+
+def begin(
+    request: SignedRequest,
+    secret_for: Callable[[str], str | None],
+    *,
+    region: str | None = None,
+    service: str | None = None,
+    now: datetime | None = None,
+    max_skew: timedelta = timedelta(minutes=15),
+) -> PendingSignature:
+    """Check everything a request's head can prove, before its body is read: the header's
+    structure, the access key, the clock window, the credential scope and the signed headers.
+
+    `request.body` is ignored; hand the body's SHA-256 to `PendingSignature.finish`. When the
+    client sent `x-amz-content-sha256` the signature covers that header, so it is checked here
+    already and `finish` only compares the body with it."""
     headers = _header_map(request.headers)
     params = _parse_query(request.query)
     authorization = headers.get("authorization")
@@ -106,46 +129,88 @@ def verify(
         raise AuthError("MissingAuthenticationTokenException", "Missing Authentication Token")
 
     signed_at = _parse_amz_date(claim.amz_date)
-    if claim.credential.date != claim.amz_date[:8]:
+    credential = claim.credential
+    if credential.date != claim.amz_date[:8]:
         raise AuthError(
             "InvalidSignatureException",
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
-            f"from HTTP: '{claim.credential.date}' != '{claim.amz_date[:8]}', "
+            f"from HTTP: '{credential.date}' != '{claim.amz_date[:8]}', "
             f"from '{claim.amz_date}'.",
         )
-    secret = secret_for(claim.credential.access_key)
+    # A signature made for another region or service must not be replayable here.
+    if region is not None and credential.region != region:
+        raise AuthError(
+            "InvalidSignatureException",
+            f"Credential should be scoped to a valid region, not '{credential.region}'.",
+        )
+    if service is not None and credential.service != service:
+        raise AuthError(
+            "InvalidSignatureException",
+            f"Credential should be scoped to correct service: '{service}'.",
+        )
+    secret = secret_for(credential.access_key)
     if secret is None:
         raise AuthError(
             "UnrecognizedClientException", "The security token included in the request is invalid."
         )
     _check_time(claim, signed_at, now or datetime.now(UTC), max_skew)
 
-    canonical_request = "\n".join(
+    canonical_head = "\n".join(
         (
             request.method.upper(),
             _canonical_uri(request.path),
             claim.canonical_query,
             _canonical_headers(claim.signed_headers, headers),
             ";".join(claim.signed_headers),
-            _payload_hash(headers, request.body),
         )
     )
-    string_to_sign = "\n".join(
-        (
-            ALGORITHM,
-            claim.amz_date,
-            claim.credential.scope,
-            hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest(),
+    key = _signing_key(secret, credential.date, credential.region, credential.service)
+    pending = PendingSignature(
+        credential.access_key, claim, canonical_head, key, _claimed_payload_hash(headers)
+    )
+    if pending.claimed_hash is not None:
+        pending.check_signature(pending.claimed_hash)
+    return pending
+
+
+@dataclass(frozen=True)
+class PendingSignature:
+    """A request whose head checked out; what remains depends on the body."""
+
+    access_key: str
+    claim: _Claim
+    canonical_head: str  # the canonical request up to (without) the payload hash
+    key: bytes
+    claimed_hash: str | None  # x-amz-content-sha256 (hex or UNSIGNED-PAYLOAD), if sent
+
+    @property
+    def needs_body_hash(self) -> bool:
+        return self.claimed_hash != UNSIGNED_PAYLOAD
+
+    def finish(self, body_sha256: str) -> str:
+        """Check the body's SHA-256 (hex) against the signature; return the access key id."""
+        if self.claimed_hash is None:
+            self.check_signature(body_sha256)
+        elif self.claimed_hash != UNSIGNED_PAYLOAD and not hmac.compare_digest(
+            self.claimed_hash, body_sha256
+        ):
+            raise AuthError("InvalidSignatureException", MISMATCH_MESSAGE)
+        return self.access_key
+
+    def check_signature(self, payload_hash: str) -> None:
+        canonical_request = f"{self.canonical_head}\n{payload_hash}"
+        string_to_sign = "\n".join(
+            (
+                ALGORITHM,
+                self.claim.amz_date,
+                self.claim.credential.scope,
+                hashlib.sha256(canonical_request.encode("utf-8", "surrogateescape")).hexdigest(),
+            )
         )
-    )
-    key = _signing_key(
-        secret, claim.credential.date, claim.credential.region, claim.credential.service
-    )
-    expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    provided = claim.signature.lower().encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(expected.encode(), provided):
-        raise AuthError("InvalidSignatureException", MISMATCH_MESSAGE)
-    return claim.credential.access_key
+        expected = hmac.new(self.key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        provided = self.claim.signature.lower().encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(expected.encode(), provided):
+            raise AuthError("InvalidSignatureException", MISMATCH_MESSAGE)
 
 
 # --- parsing the claim ---------------------------------------------------------------------
@@ -249,6 +314,12 @@ def _parse_signed_headers(raw: str) -> list[str]:
         raise AuthError(
             "IncompleteSignatureException",
             "SignedHeaders must be a ';'-separated list of lower-case header names.",
+        )
+    # Without the host, a signature could be replayed against another endpoint.
+    if "host" not in names:
+        raise AuthError(
+            "IncompleteSignatureException",
+            "'Host' must be a 'SignedHeader' in the AWS Authorization.",
         )
     return names
 
@@ -371,18 +442,14 @@ def _canonical_headers(signed_headers: list[str], headers: dict[str, list[str]])
     return "".join(lines)
 
 
-def _payload_hash(headers: dict[str, list[str]], body: bytes) -> str:
+def _claimed_payload_hash(headers: dict[str, list[str]]) -> str | None:
     claimed = headers.get("x-amz-content-sha256")
     if claimed is None:
-        return hashlib.sha256(body).hexdigest()
+        return None
     value = claimed[0].strip()
-    if value == UNSIGNED_PAYLOAD:
+    if value == UNSIGNED_PAYLOAD or _HEX_SHA256.fullmatch(value):
         return value
-    if _HEX_SHA256.fullmatch(value) and hmac.compare_digest(
-        value, hashlib.sha256(body).hexdigest()
-    ):
-        return value
-    # A wrong hash or a streaming/chunked mode we do not implement: never a valid signature.
+    # A streaming/chunked mode we do not implement, or garbage: never a valid signature.
     raise AuthError("InvalidSignatureException", MISMATCH_MESSAGE)
 
 
