@@ -13,10 +13,11 @@ import pytest
 from conftest import create_function, make_zip, start_server, unique
 
 HANDLER = "import layer_mod\ndef handler(event, context):\n    return [layer_mod.WHO, event]\n"
-# Trees sandboxes read through bind mounts, as their unprivileged uid: code, merged layers,
-# the sandboxes' own /etc; and the bwrap backend's note of a sandbox's pids (no secret).
-SANDBOX_READABLE = ("blobs/unpacked/", "blobs/opt/", "sandboxes/rootfs/")
-NOT_SECRET = ("sandbox.json",)
+# Trees sandboxes read through bind mounts, as their unprivileged uid: code and merged layers;
+# and `sandboxes/`, the backends' node-local state (the sandboxes' /etc, lxcfs's /proc files,
+# pid notes, their /tmp mounts), which holds no secret and is walked no further.
+SANDBOX_READABLE = ("blobs/unpacked/", "blobs/opt/")
+NODE_LOCAL = "sandboxes"
 # Directories that keep everyone else out of all the above.
 PRIVATE_DIRS = ("", "blobs", "blobs/unpacked", "blobs/opt", "blobs/sha256", "sandboxes")
 
@@ -49,11 +50,13 @@ def deploy_and_invoke(server) -> None:  # noqa: ANN001
 def exposed_files(data_dir: Path) -> list[str]:
     """Files with group or other read bits outside the sandbox-readable trees."""
     exposed = []
-    for directory, _, files in os.walk(data_dir):
+    for directory, dirs, files in os.walk(data_dir):
+        if Path(directory) == data_dir:
+            dirs.remove(NODE_LOCAL)
         for name in files:
             path = Path(directory, name)
             rel = str(path.relative_to(data_dir))
-            if path.is_symlink() or rel.startswith(SANDBOX_READABLE) or name in NOT_SECRET:
+            if path.is_symlink() or rel.startswith(SANDBOX_READABLE):
                 continue
             if mode(path) & 0o044:
                 exposed.append(f"{rel} {oct(mode(path))}")
