@@ -126,7 +126,7 @@ class EnvironmentPool:
                 env.retired = True
                 if self._take_out_of_idle(env):
                     doomed.append(env)
-        await asyncio.gather(*(self._destroy(env) for env in doomed))
+        await asyncio.gather(*(self._discard(env) for env in doomed))
 
     # -- provisioned concurrency ----------------------------------------------------------
     async def prewarm(self, spec: FunctionSpec) -> tuple[str | None, str, list[LogLine]]:
