@@ -17,7 +17,15 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, Server, start_server
+from conftest import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    Server,
+    create_function,
+    start_server,
+    unique,
+)
 
 from lambdahost.api.bodies import UnverifiedBodies
 from lambdahost.errors import TooManyRequests
@@ -239,3 +247,48 @@ def test_admission_bounds_slots_and_bytes() -> None:
             assert bodies.held == 100
 
     asyncio.run(scenario())
+
+
+# --- function URLs ---------------------------------------------------------------------------
+
+
+def _url_path(lam, auth_type: str, public: bool = False) -> str:  # noqa: ANN001
+    name = unique("sec-url")
+    create_function(lam, name, wait=False)
+    config = lam.create_function_url_config(FunctionName=name, AuthType=auth_type)
+    if public:
+        for sid, action, extra in (
+            ("url-public", "lambda:InvokeFunctionUrl", {"FunctionUrlAuthType": "NONE"}),
+            ("url-invoke", "lambda:InvokeFunction", {"InvokedViaFunctionUrl": True}),
+        ):
+            lam.add_permission(
+                FunctionName=name, StatementId=sid, Action=action, Principal="*", **extra
+            )
+    url_id = config["FunctionUrl"].split("//", 1)[1].split(".", 1)[0]
+    return f"/_lambdahost/url/{url_id}/"
+
+
+def test_function_url_bodies_are_capped_at_six_mb(lone_server: Server) -> None:
+    """A public URL reads bodies by design, but never past AWS's 6 MB request payload."""
+    path = _url_path(lone_server.client("lambda"), "NONE", public=True)
+    status, _, body = _answer(lone_server, raw_head(lone_server, "POST", path, 7 * MB))
+    assert status == 413 and json.loads(body) == {"Message": "Request Entity Too Large"}
+
+
+def test_a_private_none_url_refuses_before_reading(lone_server: Server) -> None:
+    """Without a public policy the answer comes before the (here never sent) body."""
+    path = _url_path(lone_server.client("lambda"), "NONE")
+    status, _, body = _answer(lone_server, raw_head(lone_server, "POST", path, 6 * MB))
+    assert status == 403 and json.loads(body) == {"Message": "Forbidden"}
+
+
+def test_an_iam_url_checks_the_signed_head_before_reading(lone_server: Server) -> None:
+    path = _url_path(lone_server.client("lambda"), "AWS_IAM")
+    request = AWSRequest(method="POST", url=lone_server.url + path, data=b"")
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "lambda", "eu-west-1").add_auth(request)
+    signed = dict(request.headers.items())
+    status, _, body = _answer(lone_server, raw_head(lone_server, "POST", path, 6 * MB, signed))
+    assert status == 403
+    assert json.loads(body)["Message"] == (
+        "Credential should be scoped to a valid region, not 'eu-west-1'."
+    )

@@ -44,10 +44,10 @@ class LambdaApi:
         self.router = Router(service_model("lambda"))
         self.code_urls = CodeUrls()
         self.handlers = load_all()
-        self.function_urls = function_urls.FunctionUrlFrontend(platform)
         creds = platform.settings.credentials
         self._secrets = {creds.access_key_id: creds.secret_access_key}
         self.unverified = UnverifiedBodies()
+        self.function_urls = function_urls.FunctionUrlFrontend(platform, self.unverified)
 
     async def handle(self, request: Request) -> Response:
         # Function URL requests have their own auth rules: route them before SigV4.

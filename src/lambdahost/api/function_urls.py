@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from lambdahost.api import sigv4
-from lambdahost.api.bodies import Body, read_body
+from lambdahost.api.bodies import Body, UnverifiedBodies, expected_size, read_body
 from lambdahost.control import jsontext
 from lambdahost.control.permissions import INVOKE_FUNCTION, INVOKE_FUNCTION_URL
 from lambdahost.control.urls import FunctionUrl
@@ -80,10 +80,12 @@ def target_of(request: Request) -> Target | None:
 
 
 class FunctionUrlFrontend:
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Platform, unverified: UnverifiedBodies | None = None) -> None:
         self.platform = platform
         creds = platform.settings.credentials
         self._secrets = {creds.access_key_id: creds.secret_access_key}
+        # Bodies of AWS_IAM requests whose signature is not yet proven (shared with the API).
+        self.unverified = unverified or UnverifiedBodies()
 
     async def handle(self, request: Request, target: Target) -> Response:
         request_id = str(uuid.uuid4())
@@ -92,11 +94,11 @@ class FunctionUrlFrontend:
             url = await self._find(target)
             if _is_preflight(request) and url.cors is not None:
                 return _preflight(url.cors, request)
-            # An AWS_IAM URL checks the signed head before reading a byte of the body.
+            # Who may call is settled before a byte of the body is read: the signed head of
+            # an AWS_IAM request, the resource policy of a NONE one.
             pending = self._begin_auth(url, request)
-            body = await _read_body(request, digest=pending is not None and pending.needs_body_hash)
-            caller = self._authorize(url, pending, body)
-            event = self._event(url, target, request, body.data, caller, request_id)
+            body, caller = await self._read_and_authorize(url, request, pending)
+            event = self._event(url, target, request, body, caller, request_id)
             if url.invoke_mode == "RESPONSE_STREAM":
                 from lambdahost.api.url_streaming import invoke_streaming
 
@@ -148,17 +150,25 @@ class FunctionUrlFrontend:
         except sigv4.AuthError as exc:
             raise _auth_rejection(exc) from None
 
-    def _authorize(
-        self, url: FunctionUrl, pending: sigv4.PendingSignature | None, body: Body
-    ) -> str | None:
-        """Check access; return the caller's access key id (AWS_IAM) or None (anonymous)."""
-        if url.auth_type == "AWS_IAM":
-            if pending is None:  # authentication is off
-                return self.platform.settings.credentials.access_key_id
+    async def _read_and_authorize(
+        self, url: FunctionUrl, request: Request, pending: sigv4.PendingSignature | None
+    ) -> tuple[bytes, str | None]:
+        """The body, and the caller's access key id (AWS_IAM) or None (anonymous)."""
+        if url.auth_type != "AWS_IAM":
+            self._check_public(url)
+            return (await _read_body(request)).data, None
+        if pending is None:  # authentication is off
+            root = self.platform.settings.credentials.access_key_id
+            return (await _read_body(request)).data, root
+        async with self.unverified.admit(expected_size(request, REQUEST_MAX)):
+            body = await _read_body(request, digest=pending.needs_body_hash)
             try:
-                return pending.finish(body.sha256)
+                caller = pending.finish(body.sha256)
             except sigv4.AuthError as exc:
                 raise _auth_rejection(exc) from None
+        return body.data, caller
+
+    def _check_public(self, url: FunctionUrl) -> None:
         context = {
             "lambda:FunctionUrlAuthType": "NONE",
             "lambda:InvokedViaFunctionUrl": "true",
@@ -167,7 +177,6 @@ class FunctionUrlFrontend:
         for action in (INVOKE_FUNCTION_URL, INVOKE_FUNCTION):
             if not permissions.allows_public(url.function_name, url.qualifier, action, context):
                 raise UrlRejection(403, "Forbidden")
-        return None
 
     # -- the event ------------------------------------------------------------------------
 
@@ -359,7 +368,7 @@ def _auth_rejection(exc: sigv4.AuthError) -> UrlRejection:
     return UrlRejection(403, "Forbidden" if missing else exc.message)
 
 
-async def _read_body(request: Request, *, digest: bool) -> Body:
+async def _read_body(request: Request, *, digest: bool = False) -> Body:
     return await read_body(
         request, REQUEST_MAX, lambda: UrlRejection(413, "Request Entity Too Large"), digest=digest
     )
