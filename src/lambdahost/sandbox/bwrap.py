@@ -97,7 +97,9 @@ class BwrapBackend(Backend):
         self._volumes = TmpVolumes(self.state_dir / "tmp")
         self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
         self._proc_views = ProcViews(self.state_dir)
-        self._watchdog = Watchdog(self.cgroup_parent, self.cgroup_root, self._proc_views)
+        self._watchdog = Watchdog(
+            self.cgroup_parent, self.cgroup_root, self._volumes.dir, self._proc_views
+        )
 
     async def start(self, spec: SandboxSpec) -> BwrapSandbox:
         _validate(spec)
@@ -227,8 +229,8 @@ class BwrapBackend(Backend):
 
     def close(self) -> None:
         self._proc_views.close()
-        self._watchdog.close()
         self._volumes.close()
+        self._watchdog.close()  # last: it finds nothing left to kill or remove
         cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
 
 

@@ -6,35 +6,43 @@ uid 0 without capabilities, may not signal the sandbox's uid). So each backend s
 small watchdog in a session of its own, holding the read end of a pipe whose only write end
 is the server's. When the server exits, by `close()` or by SIGKILL, the pipe reads EOF and the
 watchdog kills every sandbox then under the backend's cgroup parent (frozen ones thawed after
-the signal, as `CgroupSet.kill_all_blocking` does), removes their groups, and stops the
-backend's lxcfs (`procviews`). Mounts, loop devices and image files of the sandboxes are the
-next start's business (`Backend.cleanup_stale`).
+the signal, as `CgroupSet.kill_all_blocking` does), removes their groups, then their /tmp
+volumes (host mounts, loop devices, images) and the backend's lxcfs (`procviews`). What a
+watchdog could not remove is the next start's business (`Backend.cleanup_stale`).
 
-Run as `python -m lambdahost.sandbox.watchdog <cgroup parent> <cgroup root> [<lxcfs mount
-point> <lxcfs pidfile>]`, stdin the pipe.
+Run as `python -m lambdahost.sandbox.watchdog <JSON>` (see `Watchdog`), stdin the pipe.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox.procviews import ProcViews, stop_stale
+from lambdahost.sandbox.tmpvol import remove_instance
 
 
 class Watchdog:
     """The server's end: keep the object; `close()` (or the server's death) ends it."""
 
     def __init__(
-        self, cgroup_parent: str, cgroup_root: Path, proc_views: ProcViews | None = None
+        self,
+        cgroup_parent: str,
+        cgroup_root: Path,
+        volumes_dir: Path | None = None,
+        proc_views: ProcViews | None = None,
     ) -> None:
-        argv = [sys.executable, "-m", __name__, cgroup_parent, str(cgroup_root)]
+        what = {"cgroup_parent": cgroup_parent, "cgroup_root": str(cgroup_root)}
+        if volumes_dir is not None:
+            what["volumes"] = str(volumes_dir)
         if proc_views is not None:
-            argv += [str(proc_views.mount_point), str(proc_views.pidfile)]
+            what["lxcfs"] = str(proc_views.mount_point)
+            what["lxcfs_pidfile"] = str(proc_views.pidfile)
         self.process = subprocess.Popen(
-            argv,
+            [sys.executable, "-m", __name__, json.dumps(what)],
             stdin=subprocess.PIPE,  # the lifeline: non-inheritable, so only we hold it
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # a signal to the server's process group spares it
@@ -66,12 +74,14 @@ def kill_sandboxes(cgroup_parent: str, cgroup_root: Path) -> int:
 
 
 def main() -> None:
-    cgroup_parent, cgroup_root = sys.argv[1], Path(sys.argv[2])
+    what = json.loads(sys.argv[1])
     while sys.stdin.buffer.read(4096):
         pass  # nobody writes: this returns at EOF, when no server holds the pipe any more
-    kill_sandboxes(cgroup_parent, cgroup_root)
-    if len(sys.argv) == 5:
-        stop_stale(Path(sys.argv[3]), Path(sys.argv[4]))
+    kill_sandboxes(what["cgroup_parent"], Path(what["cgroup_root"]))
+    if "volumes" in what and Path(what["volumes"]).is_dir():
+        remove_instance(Path(what["volumes"]))
+    if "lxcfs" in what:
+        stop_stale(Path(what["lxcfs"]), Path(what["lxcfs_pidfile"]))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,9 @@ class ZygoteBackend(Backend):
         self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
         self._proc_views = ProcViews(self.state_dir)
         self._plans.clear()
-        self._watchdog = Watchdog(self.cgroup_parent, self.cgroup_root, self._proc_views)
+        self._watchdog = Watchdog(
+            self.cgroup_parent, self.cgroup_root, self._volumes.dir, self._proc_views
+        )
 
     # -- the zygote ------------------------------------------------------------------------
     def _config(self) -> dict:
@@ -154,8 +156,8 @@ class ZygoteBackend(Backend):
         self._link.close()
         if self._proc_views is not None:
             self._proc_views.close()
-        self._watchdog.close()
         self._volumes.close()
+        self._watchdog.close()  # last: it finds nothing left to kill or remove
         cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
 
     @property
