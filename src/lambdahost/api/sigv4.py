@@ -6,6 +6,10 @@ It is framework-free: the ASGI layer builds a `SignedRequest` from the raw wire 
 (`scope["raw_path"]`, `scope["query_string"]`, the header list, the body) and maps `AuthError`
 to the AWS error envelope.
 
+A server checks in two steps so that nothing is read for a request that cannot be genuine:
+`begin()` judges the head alone (structure, access key, clock window, credential scope, that
+`host` is signed) and `PendingSignature.finish()` takes the body's SHA-256 once it is read.
+
 The canonical request is rebuilt exactly as botocore builds it, so for non-S3 services the
 canonical URI is the URI-encoding of the path *as sent* (already percent-encoded, so `%3A`
 becomes `%253A`), after removing dot segments and duplicate slashes.
