@@ -16,9 +16,31 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, Server, create_function, start_server, unique
+from conftest import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    Server,
+    create_function,
+    make_zip,
+    start_server,
+    unique,
+)
 
-BACKENDS = ("zygote",)
+BACKENDS = ("zygote", "bwrap")
+# Echoes the event and says what backs its /tmp: a disk-backed ext4 volume, never a tmpfs.
+TMP_PROBE = make_zip(
+    {
+        "app.py": """
+def handler(event, context):
+    for line in open("/proc/self/mountinfo"):
+        fields = line.split()
+        if fields[4] == "/tmp":
+            event["tmp"] = fields[fields.index("-") + 1]
+    return event
+"""
+    }
+)
 FUNCTIONS = 200
 THROTTLE_REASONS = {
     "ConcurrentInvocationLimitExceeded",
@@ -93,7 +115,7 @@ def test_burst_of_first_invokes(burst_server: Server) -> None:
     lam = burst_server.client()
     names = [unique("burst") for _ in range(FUNCTIONS)]
     for name in names:
-        create_function(lam, name, wait=False)
+        create_function(lam, name, TMP_PROBE, wait=False)
     wait_active(lam, names)
 
     started = time.monotonic()
@@ -102,7 +124,7 @@ def test_burst_of_first_invokes(burst_server: Server) -> None:
         outcomes[status] = outcomes.get(status, 0) + 1
         if status == 200:
             assert "x-amz-function-error" not in headers, body
-            assert json.loads(body) == {"name": name}
+            assert json.loads(body) == {"name": name, "tmp": "ext4"}
         else:
             assert status == 429, (name, status, headers, body)
             assert headers["x-amzn-errortype"].startswith("TooManyRequestsException"), headers
@@ -112,7 +134,8 @@ def test_burst_of_first_invokes(burst_server: Server) -> None:
     print(f"burst of {FUNCTIONS}: {outcomes} in {elapsed:.1f} s")
     assert outcomes.get(200, 0) > 0, outcomes
     assert "Traceback" not in burst_server.log()
+    assert "using a tmpfs" not in burst_server.log()
 
     # Afterwards the host serves as before: a throttled function runs when invoked again.
     again = json.loads(lam.invoke(FunctionName=names[-1], Payload=b'{"x": 1}')["Payload"].read())
-    assert again == {"x": 1}
+    assert again == {"x": 1, "tmp": "ext4"}

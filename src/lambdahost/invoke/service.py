@@ -27,6 +27,7 @@ from lambdahost.errors import (
     ResourceConflict,
     ServiceError,
 )
+from lambdahost.invoke.capacity import host_throttled
 from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.environment import Environment
 from lambdahost.invoke.layers import merged_opt
@@ -34,7 +35,7 @@ from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.queue import EventQueue
 from lambdahost.invoke.streaming import ResponseStream
-from lambdahost.sandbox.api import SandboxError
+from lambdahost.sandbox.api import SandboxBusyError, SandboxError
 from lambdahost.store.logs import LogStore
 
 log = logging.getLogger("lambdahost.invoke")
@@ -278,6 +279,9 @@ def platform_failure(spec: FunctionSpec, error: Exception) -> LambdaError:
     `ServiceException`, which SDKs retry and the async queue tries again; details in our log."""
     if isinstance(error, LambdaError):
         return error
+    if isinstance(error, SandboxBusyError):  # the host is starting all it can: a throttle
+        log.warning("cannot start an execution environment for %s now: %s", spec.name, error)
+        return host_throttled("The host is starting as many execution environments as it can.")
     if isinstance(error, SandboxError):
         log.error("cannot start an execution environment for %s: %s", spec.name, error)
         text = "Lambda could not start an execution environment for the function. Try again."

@@ -6,13 +6,22 @@ import logging
 import os
 import pathlib
 
-from lambdahost.sandbox.api import Backend, Mount, Sandbox, SandboxError, SandboxSpec, SandboxStats
+from lambdahost.sandbox.api import (
+    Backend,
+    Mount,
+    Sandbox,
+    SandboxBusyError,
+    SandboxError,
+    SandboxSpec,
+    SandboxStats,
+)
 
 __all__ = [
     "BACKENDS",
     "Backend",
     "Mount",
     "Sandbox",
+    "SandboxBusyError",
     "SandboxError",
     "SandboxSpec",
     "SandboxStats",

@@ -114,3 +114,8 @@ class Backend(abc.ABC):
 
 class SandboxError(RuntimeError):
     """The sandbox could not be created or controlled."""
+
+
+class SandboxBusyError(SandboxError):
+    """The host could not start the sandbox in time (too many starting at once): a throttle,
+    not a failure."""

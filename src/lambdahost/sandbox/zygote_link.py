@@ -18,7 +18,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lambdahost.sandbox.api import SandboxError
+from lambdahost.sandbox.api import SandboxBusyError, SandboxError
 
 if TYPE_CHECKING:
     from lambdahost.sandbox.zygote import ZygoteSandbox
@@ -277,10 +277,6 @@ class ZygoteLink:
         sandboxes, self._sandboxes = list(self._sandboxes.values()), {}
         for sandbox in sandboxes:
             sandbox.orphaned()
-
-
-class SandboxBusyError(SandboxError):
-    """The host could not start the sandbox in time (too many starting at once)."""
 
 
 def _rights(fds: list[int] | tuple[int, ...]) -> list[tuple[int, int, array.array]]:
