@@ -278,3 +278,26 @@ def test_loads_reports_depth_as_a_value_error() -> None:
     jsontext.check(b'[{"a": ' * DEPTH + b"1" + b"}]" * DEPTH)
     with pytest.raises(ValueError):
         jsontext.check(b'[{"a": ' * DEPTH + b"1" + b"]}" * DEPTH)
+
+
+@pytest.mark.parametrize(
+    "token", ["a\x1f" + "9" * 25, "a\x1fabc", "a\x1f-5", "9" * 25 + "\x1f1", "1\x1f-" + "9" * 30]
+)
+def test_forged_logs_paging_tokens(server: Server, token: str) -> None:
+    """Paging tokens come back from the client: the numbers in them are input too."""
+    logs = server.client("logs")
+    group = unique("/sec/tokens")
+    logs.create_log_group(logGroupName=group)
+    forged = base64.urlsafe_b64encode(token.encode()).decode()
+    calls = [
+        lambda: logs.describe_log_streams(
+            logGroupName=group, orderBy="LastEventTime", nextToken=forged
+        ),
+        lambda: logs.filter_log_events(logGroupName=group, nextToken=forged),
+    ]
+    for call in calls:
+        try:
+            call()
+        except ClientError as error:
+            assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+            assert error.response["Error"]["Code"] == "InvalidParameterException"

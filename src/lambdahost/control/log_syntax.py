@@ -117,6 +117,15 @@ def parse_opaque_token(token: str, count: int) -> list[str]:
     return parts
 
 
+def token_number(text: str) -> int:
+    """A number carried in a paging token. The token comes back from the client, so it is
+    checked like input: digits only, within a 64-bit integer (SQLite's, too)."""
+    digits = text[1:] if text.startswith("-") else text
+    if not digits.isdigit() or len(digits) > 19 or not -(2**63) <= int(text) < 2**63:
+        raise InvalidParameter("The specified nextToken is invalid.")
+    return int(text)
+
+
 def event_id(row_id: int) -> str:
     # Stable and ordered like AWS's 56-digit ids: derived from the row's primary key.
     return f"{row_id:056d}"

@@ -28,6 +28,7 @@ from lambdahost.control.log_syntax import (
     parse_opaque_token,
     parse_position_token,
     position_token,
+    token_number,
 )
 from lambdahost.store.db import Database
 from lambdahost.store.logs import DAY_MS, LogStore
@@ -228,7 +229,7 @@ class LogService:
                 (last.desc(), LogStreamRow.name.desc()) if descending else (last, LogStreamRow.name)
             )
             query = query.order_by(*keys)
-            offset = int(parse_opaque_token(token, 2)[1]) if token else 0
+            offset = token_number(parse_opaque_token(token, 2)[1]) if token else 0
             query = query.offset(offset)
         else:
             name_order = LogStreamRow.name.desc() if descending else LogStreamRow.name
@@ -373,10 +374,7 @@ class LogService:
         position = HEAD
         if token := params.get("nextToken"):
             ts, row_id = parse_opaque_token(token, 2)
-            try:
-                position = (int(ts), int(row_id))
-            except ValueError:
-                raise InvalidParameter("The specified nextToken is invalid.") from None
+            position = (token_number(ts), token_number(row_id))
         where = [LogEventRow.group_name == group, *_time_window(params)]
         if names:
             where.append(LogEventRow.stream_name.in_(names))
