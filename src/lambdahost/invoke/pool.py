@@ -395,9 +395,7 @@ class EnvironmentPool:
             (now_ms(), report_line(request_id, duration_ms, spec, memory_mb, init_ms, status))
         )
         if env.telemetry:
-            env.sendreport_line(
-                report_record(request, duration_ms, spec, memory_mb, init_ms, message)
-            )
+            env.send_report(report_record(request, duration_ms, spec, memory_mb, init_ms, message))
         if env.dead:
             if message.kind == "timeout":
                 await self._discard(env, "timeout")  # the function must be stopped when we answer
