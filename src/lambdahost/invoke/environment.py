@@ -2,42 +2,64 @@
 
 The link is an asyncio protocol on the host end of the socket pair whose other end the agent
 inherited; frames (see `lambdahost.agent.protocol`) resolve one waiter at a time, since an
-environment runs one thing at a time (its init, then one invoke after another)."""
+environment runs one thing at a time (its init, then one invoke after another).
+
+The agent is not trusted (see `agent_limits`): its frames are bounded and its logs capped per
+phase on this side, and frames nobody has claimed yet wait in a bounded inbox. When the inbox
+is full the link stops reading the socket until it drains, so an agent that outpaces its
+consumer (a client reading a stream slowly) blocks in its send instead of growing the
+server's memory."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lambdahost.agent import command as agent_command
 from lambdahost.agent.boot import encode_candidates
-from lambdahost.agent.protocol import FrameReader, encode
+from lambdahost.agent.protocol import encode
+from lambdahost.invoke.agent_limits import (
+    BUFFERED_SIZE_ERROR,
+    SIZE_ERROR,
+    AgentViolation,
+    FrameReader,
+    LogBudget,
+)
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, LogLine
 from lambdahost.runtimes import bootstrap_candidates, environment_for
 from lambdahost.sandbox.api import Backend, Mount, Sandbox, SandboxSpec
 
+log = logging.getLogger("lambdahost.environment")
+
 AGENT_DIR = "/var/rapid"
 SHUTDOWN_BUDGET_MS = 2000  # Lambda's shutdown phase: runtime grace + extensions, in total
 PIDS_MAX = 1024
+# Unclaimed frames (wire bytes) before the link stops reading; it reads again below half.
+INBOX_MAX = 1024 * 1024
 
 
 @dataclass
 class Message:
-    """What the agent said: kind is ready | init_error | result | exit | lost (socket closed)."""
+    """What the agent said: kind is ready | init_error | result | exit | lost (socket closed).
+    `dropped`: body bytes the host refused to buffer (over `agent_limits.MAX_BODY`)."""
 
     kind: str
     header: dict = field(default_factory=dict)
     body: bytes = b""
+    dropped: int = 0
+    size: int = 0  # bytes on the wire, for the inbox's bound
 
     @property
-    def logs(self) -> list[tuple[int, str]]:
+    def logs(self) -> list[LogLine]:
         try:
             return [(int(stamp), str(text)) for stamp, text in self.header.get("logs", ())]
         except (TypeError, ValueError):
-            return []  # garbage from a tampered-with agent: lose the logs, not the platform
+            return []  # not from the link (which checked them): lose the logs, not the platform
 
 
 def cpu_shares_for(memory_mb: int) -> int:
@@ -47,23 +69,49 @@ def cpu_shares_for(memory_mb: int) -> int:
 
 
 class AgentLink(asyncio.Protocol):
+    """The host end of the agent's socket. Delivers one frame at a time and stops between
+    frames while `hold()` is in effect (reading from the socket stops too)."""
+
     def __init__(self, on_message: Callable[[Message], None]) -> None:
         self.frames = FrameReader()
         self.transport: asyncio.Transport | None = None
         self.on_message = on_message
+        self.held = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.frames.feed(data)
+        self._deliver()
+
+    def _deliver(self) -> None:
         try:
-            frames = self.frames.feed(data)
-        except ValueError:  # FrameError, bad JSON: this environment cannot be trusted
-            if self.transport is not None:
-                self.transport.abort()  # connection_lost() follows and reports it dead
-            return
-        for header, body in frames:
-            self.on_message(Message(str(header.get("t", "")), header, body))
+            while not self.held and (frame := self.frames.next()) is not None:
+                kind = frame.header["t"]
+                self.on_message(Message(kind, frame.header, frame.body, frame.dropped, frame.size))
+        except AgentViolation as exc:  # this environment cannot be trusted any more
+            log.warning("agent protocol violation: %s; cutting the link", exc)
+            self.abort()
+
+    def hold(self) -> None:
+        """Stop delivering and reading: the agent's further sends wait in the socket."""
+        if not self.held:
+            self.held = True
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._deliver()  # what was read before the hold first
+            if not self.held and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def abort(self) -> None:
+        self.held = True  # nothing more from this link
+        if self.transport is not None:
+            self.transport.abort()  # connection_lost() follows and reports it dead
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_message(Message("lost"))
@@ -92,7 +140,9 @@ class Environment:
         self.last_used = 0.0
         self.on_death: Callable[[Environment], None] | None = None
         self._waiter: asyncio.Future[Message] | None = None
-        self._unclaimed: list[Message] = []
+        self._inbox: deque[Message] = deque()  # received, not yet claimed by next_message()
+        self._inbox_bytes = 0
+        self._logs = LogBudget()  # this phase's: init now, then each invoke, then shutdown
         self.extensions = 0  # registered extensions (from "ready"): shutdown has a phase
         self.telemetry = False  # someone subscribed: the agent wants each invoke's report
         self._bye: asyncio.Future[Message] | None = None
@@ -130,12 +180,36 @@ class Environment:
             raise
         finally:
             agent_end.close()
+        await self.connect(host_end)
+
+    async def connect(self, host_end: socket.socket) -> None:
+        """Talk to the agent at the other end of `host_end` (a connected Unix socket)."""
         loop = asyncio.get_running_loop()
         _, self.link = await loop.create_unix_connection(
             lambda: AgentLink(self._received), sock=host_end
         )
 
+    def condemn(self, reason: str) -> None:
+        """The agent broke a limit a healthy agent keeps: never reuse this environment."""
+        log.warning("environment %s of %s: %s", self.id, self.spec.name, reason)
+        self.dead = True
+
+    def _checked(self, message: Message) -> Message:
+        """The host's own caps on what the agent said (see `agent_limits`)."""
+        header = message.header
+        header["logs"] = self._logs.take(header.get("logs"))
+        if message.dropped and message.kind != "init_error":
+            # Only an init error's document may be that big (the agent passes it on as is).
+            self.condemn(f"a {message.kind} frame with a body of {message.dropped} bytes")
+        if message.dropped and message.kind in ("result", "init_error"):
+            if message.kind == "result":
+                header = {**header, "ok": False, "error_type": SIZE_ERROR}
+            return Message(message.kind, header, BUFFERED_SIZE_ERROR, message.dropped, message.size)
+        return message
+
     def _received(self, message: Message) -> None:
+        if message.kind != "lost":
+            message = self._checked(message)
         if self._bye is not None and message.kind in ("bye", "lost") and not self._bye.done():
             self._bye.set_result(message)
         if message.kind == "bye":
@@ -152,13 +226,30 @@ class Environment:
                     self.on_death(self)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(message)
-        elif message.kind != "lost":
-            self._unclaimed.append(message)
+        elif message.kind != "lost" and self._bye is None:  # shutting down: nobody will claim
+            self._inbox.append(message)
+            self._inbox_bytes += message.size
+            if self._inbox_bytes > INBOX_MAX and self.link is not None:
+                self.link.hold()  # the rest waits in the socket until someone claims these
+
+    @property
+    def inbox_bytes(self) -> int:
+        return self._inbox_bytes
+
+    def _drop_inbox(self) -> None:
+        self._inbox.clear()
+        self._inbox_bytes = 0
+        if self.link is not None:
+            self.link.release()
 
     def next_message(self) -> asyncio.Future[Message]:
         future = asyncio.get_running_loop().create_future()
-        if self._unclaimed:
-            future.set_result(self._unclaimed.pop(0))
+        if self._inbox:
+            message = self._inbox.popleft()
+            self._inbox_bytes -= message.size
+            future.set_result(message)
+            if self._inbox_bytes <= INBOX_MAX // 2 and self.link is not None:
+                self.link.release()
         elif self.dead:
             future.set_result(self.exit or Message("lost"))
         else:
@@ -176,6 +267,7 @@ class Environment:
             "identity": request.cognito_identity,
         }
         assert self.link is not None
+        self._logs = LogBudget()  # a new phase
         self.link.send(header, request.payload)
 
     async def flush_logs(self, timeout_s: float = 0.25) -> list[tuple[int, str]]:
@@ -207,6 +299,8 @@ class Environment:
         if link.transport.is_closing():
             return []
         self._bye = asyncio.get_running_loop().create_future()
+        self._logs = LogBudget()  # a new phase
+        self._drop_inbox()  # e.g. chunks of a stream that timed out: read on to the "bye"
         link.send({"t": "shutdown", "reason": reason, "budget_ms": budget_ms})
         try:
             async with asyncio.timeout(budget_ms / 1000 + 1.0):
@@ -229,6 +323,8 @@ class Environment:
 
     async def destroy(self) -> None:
         self.dead = True
+        self._inbox.clear()  # unclaimed frames of a stalled stream, say: free them now
+        self._inbox_bytes = 0
         if self.freezing is not None and not self.freezing.done():
             self.freezing.cancel()
         if self.link is not None and self.link.transport is not None:
