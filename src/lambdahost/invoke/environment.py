@@ -93,6 +93,9 @@ class AgentLink(asyncio.Protocol):
         except AgentViolation as exc:  # this environment cannot be trusted any more
             log.warning("agent protocol violation: %s; cutting the link", exc)
             self.abort()
+        except Exception:  # never into whoever claimed a message (release() runs this too)
+            log.exception("cannot take a frame from the agent; cutting the link")
+            self.abort()
 
     def hold(self) -> None:
         """Stop delivering and reading: the agent's further sends wait in the socket."""
