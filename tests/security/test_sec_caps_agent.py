@@ -25,7 +25,9 @@ import uvloop
 from lambdahost.agent.main import OutputCapture
 from lambdahost.agent.protocol import HEADER, encode
 from lambdahost.invoke.agent_limits import (
+    BIG_HEADERS,
     BUFFERED_SIZE_ERROR,
+    FRAME_OVERHEAD,
     MAX_BODY,
     MAX_HEADER,
     MAX_LINE,
@@ -233,6 +235,43 @@ def test_malformed_frames_cut_the_link(frame: bytes) -> None:
     run(asyncio.new_event_loop, scenario())
 
 
+@pytest.mark.parametrize("loop_factory", LOOPS)
+def test_a_flood_of_tiny_frames_is_bounded_by_count_too(loop_factory) -> None:  # noqa: ANN001
+    """Frames of a few bytes cost hundreds in Python objects: the inbox counts that."""
+
+    async def scenario() -> None:
+        env, agent = await linked()
+        tiny = encode({"t": "x"})
+        agent.pump(lambda: (tiny for _ in range(1_000_000)))
+        sent = await agent.stalled()
+        assert sent < 1_000_000 * len(tiny) // 2
+        assert len(env._inbox) <= INBOX_MAX // FRAME_OVERHEAD + 1
+        await env.destroy()
+        await agent.join()
+
+    run(loop_factory, scenario())
+
+
+def test_big_headers_are_limited_per_phase() -> None:
+    """Parsing a big header is costly: a healthy agent sends a few a phase, never more."""
+    logs = [[1, "b" * 1000 + "\n"]] * 1500  # a 1.5 MB header
+    big = result(logs=logs)
+
+    async def scenario() -> None:
+        env, agent = await linked()
+        for phase in range(2):
+            agent.put(*[big] * BIG_HEADERS)
+            for _ in range(BIG_HEADERS):
+                assert (await env.next_message()).kind == "result"
+            env.send_invoke(InvokeRequest(f"r{phase}", b"{}", SPEC.arn), 0)  # a new phase
+        agent.put(*[big] * (BIG_HEADERS + 1))
+        kinds = [(await env.next_message()).kind for _ in range(BIG_HEADERS + 1)]
+        assert kinds == ["result"] * BIG_HEADERS + ["lost"]
+        await env.destroy()
+
+    run(asyncio.new_event_loop, scenario())
+
+
 # -- logs -------------------------------------------------------------------------------------
 
 
@@ -354,8 +393,8 @@ def test_a_consumer_that_does_not_read_blocks_the_agent(loop_factory) -> None:  
         collecting = asyncio.ensure_future(stream.await_result(env))
         sent = await agent.stalled()
         # Held on the host: the stream's buffer, the inbox, the reader's partial frame.
-        assert stream.buffered <= STREAM_BUFFER + CHUNK
-        assert env.inbox_bytes <= INBOX_MAX + CHUNK + 64
+        assert stream.buffered <= STREAM_BUFFER + CHUNK + 1024
+        assert env.inbox_bytes <= INBOX_MAX + CHUNK + 1024
         assert env.link is not None and env.link.frames.buffered <= 2 * CHUNK + 64
         assert sent < total // 2, f"the agent got {sent} bytes out to a consumer not reading"
         # The consumer reads a little: the agent moves on by about as much.

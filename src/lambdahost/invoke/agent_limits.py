@@ -19,6 +19,12 @@ Bounds (why these numbers):
   bytes a line. 32 MiB leaves 8 MiB for line overhead (~400,000 lines). Only output made of
   more lines than that (of one or two characters each, or empty: the agent does not count
   empty lines) exceeds it; the link is then cut, as for any oversized frame.
+- BIG_HEADERS: parsing a 32 MiB header made of tiny JSON values costs ~0.5 GB and ~0.6 s of
+  the event loop. A healthy agent sends logs in at most a few frames a phase (result, "done"
+  after extensions, exit; ready or init_error; bye), so headers over BIG_HEADER are allowed
+  BIG_HEADERS times a phase; one more cuts the link before it is parsed.
+- FRAME_OVERHEAD: what a delivered frame costs in Python objects beyond its bytes; counted
+  in the inbox's bound so that a flood of tiny frames cannot multiply it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ MAX_HEADER = 32 * 1024 * 1024
 MAX_LOG_EVENTS = 256 * 1024  # a phase's lines: 16 bytes a line on average fill 4 MiB
 MAX_FIELD = 64 * 1024  # a string header field (error type, content type): the agent's MAX_HEAD
 BIG_HEADER = 1024 * 1024  # parsed with the cyclic GC paused (it would rescan every new list)
+BIG_HEADERS = 4  # a phase's headers over BIG_HEADER
+FRAME_OVERHEAD = 512
 SIZE_ERROR = "Function.ResponseSizeTooLarge"
 # Header fields the host computes with, and their type from a healthy agent.
 FIELD_TYPES: dict[str, type] = {
@@ -86,6 +94,7 @@ class FrameReader:
         self._buffer = bytearray()
         self._skip = 0  # body bytes still to be dropped as they arrive
         self._held: Frame | None = None  # its body is being skipped
+        self.big_headers = BIG_HEADERS  # left this phase: the environment resets it
 
     @property
     def buffered(self) -> int:
@@ -111,11 +120,15 @@ class FrameReader:
         head_len, body_len = HEADER.unpack_from(buffer)
         if head_len > MAX_HEADER:
             raise AgentViolation(f"frame header of {head_len} bytes")
+        big = head_len > BIG_HEADER
+        if big and not self.big_headers:  # refused before it is even buffered
+            raise AgentViolation(f"more than {BIG_HEADERS} headers over 1 MiB in a phase")
         head_end = HEADER.size + head_len
         oversized = body_len > MAX_BODY
         end = head_end if oversized else head_end + body_len
         if len(buffer) < end:
             return None
+        self.big_headers -= big
         header = parse_header(bytes(buffer[HEADER.size : head_end]))
         if not oversized:
             body = bytes(buffer[head_end:end])

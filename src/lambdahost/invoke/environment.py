@@ -24,7 +24,9 @@ from lambdahost.agent import command as agent_command
 from lambdahost.agent.boot import encode_candidates
 from lambdahost.agent.protocol import encode
 from lambdahost.invoke.agent_limits import (
+    BIG_HEADERS,
     BUFFERED_SIZE_ERROR,
+    FRAME_OVERHEAD,
     SIZE_ERROR,
     AgentViolation,
     FrameReader,
@@ -52,7 +54,7 @@ class Message:
     header: dict = field(default_factory=dict)
     body: bytes = b""
     dropped: int = 0
-    size: int = 0  # bytes on the wire, for the inbox's bound
+    size: int = 0  # what it costs held in the inbox: wire bytes plus FRAME_OVERHEAD
 
     @property
     def logs(self) -> list[LogLine]:
@@ -89,7 +91,8 @@ class AgentLink(asyncio.Protocol):
         try:
             while not self.held and (frame := self.frames.next()) is not None:
                 kind = frame.header["t"]
-                self.on_message(Message(kind, frame.header, frame.body, frame.dropped, frame.size))
+                size = frame.size + FRAME_OVERHEAD
+                self.on_message(Message(kind, frame.header, frame.body, frame.dropped, size))
         except AgentViolation as exc:  # this environment cannot be trusted any more
             log.warning("agent protocol violation: %s; cutting the link", exc)
             self.abort()
@@ -235,6 +238,12 @@ class Environment:
             if self._inbox_bytes > INBOX_MAX and self.link is not None:
                 self.link.hold()  # the rest waits in the socket until someone claims these
 
+    def _new_phase(self) -> None:
+        """An invoke or the shutdown begins: the per-phase caps start over."""
+        self._logs = LogBudget()
+        if self.link is not None:
+            self.link.frames.big_headers = BIG_HEADERS
+
     @property
     def inbox_bytes(self) -> int:
         return self._inbox_bytes
@@ -270,7 +279,7 @@ class Environment:
             "identity": request.cognito_identity,
         }
         assert self.link is not None
-        self._logs = LogBudget()  # a new phase
+        self._new_phase()
         self.link.send(header, request.payload)
 
     async def flush_logs(self, timeout_s: float = 0.25) -> list[tuple[int, str]]:
@@ -302,7 +311,7 @@ class Environment:
         if link.transport.is_closing():
             return []
         self._bye = asyncio.get_running_loop().create_future()
-        self._logs = LogBudget()  # a new phase
+        self._new_phase()
         self._drop_inbox()  # e.g. chunks of a stream that timed out: read on to the "bye"
         link.send({"t": "shutdown", "reason": reason, "budget_ms": budget_ms})
         try:

@@ -44,6 +44,7 @@ HTTP_INTEGRATION_TYPE = "application/vnd.awslambda.http-integration-response"
 # Chunks a ResponseStream holds for its consumer. Sockets buffer more on both sides, so a
 # reader that keeps up never waits on it; one that stalls costs the server at most this.
 STREAM_BUFFER = 1024 * 1024
+CHUNK_OVERHEAD = 64  # a queued chunk's Python object, counted so tiny chunks cannot multiply it
 
 
 class ChunkCollector:
@@ -122,7 +123,7 @@ class ResponseStream(ChunkCollector):
 
     @property
     def buffered(self) -> int:
-        """Bytes received and not yet taken by the consumer."""
+        """Bytes received and not yet taken by the consumer (plus CHUNK_OVERHEAD a chunk)."""
         return self._pending_bytes
 
     async def room(self) -> None:
@@ -136,7 +137,7 @@ class ResponseStream(ChunkCollector):
     def chunk(self, data: bytes) -> None:
         if not self._discarded and data:
             self._pending.append(data)
-            self._pending_bytes += len(data)
+            self._pending_bytes += len(data) + CHUNK_OVERHEAD
             self._readable.set()
 
     def finish(self, message: Message) -> Message:
@@ -161,7 +162,7 @@ class ResponseStream(ChunkCollector):
         while True:
             if self._pending:
                 data = self._pending.popleft()
-                self._pending_bytes -= len(data)
+                self._pending_bytes -= len(data) + CHUNK_OVERHEAD
                 if self._pending_bytes < STREAM_BUFFER:
                     self._writable.set()
                 yield data
