@@ -138,3 +138,35 @@ def test_stalled_function_url_stream_times_out_and_frees(own_server: Server) -> 
     print(f"function URL: RSS {after >> 20} MiB after the stream ended")
     assert after - baseline < RSS_SLACK
     assert_healthy(own_server, lam)
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_function(own_server: Server) -> None:
+    """The stream is dropped when its client goes away: the agent is read at full speed again
+    and the function runs to its end (the 20 MB cap) instead of waiting for its timeout."""
+    lam = own_server.client("lambda")
+    logs = own_server.client("logs")
+    name = flood(lam, timeout=60)
+    config = lam.create_function_url_config(
+        FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM"
+    )
+    make_public(lam, name)
+    conn = http.client.HTTPConnection("127.0.0.1", own_server.port, timeout=60)
+    conn.request("GET", f"/_lambdahost/url/{url_id(config)}/?mb=200")
+    response = conn.getresponse()
+    assert response.status == 200
+    response.read1(65536)
+    time.sleep(2.0)  # long enough for every buffer to fill and the runtime to block
+    left = time.monotonic()
+    conn.close()
+    report = ""
+    while not report:
+        assert time.monotonic() - left < 30, "the function ran on as if its client were there"
+        try:
+            events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}")["events"]
+        except logs.exceptions.ResourceNotFoundException:
+            events = []
+        report = next((e["message"] for e in events if e["message"].startswith("REPORT")), "")
+        time.sleep(0.3)
+    text = "".join(e["message"] for e in events)
+    assert "Task timed out" not in text
+    assert_healthy(own_server, lam)
