@@ -31,6 +31,8 @@ def handler(event, context):
         for _ in range(50):
             sys.stdout.write(block)
         sys.stdout.write("\n")
+    elif mode == "empty":  # a million empty lines: each is a log event
+        sys.stdout.write("\n" * 1_000_000)
     elif mode == "control":  # 5 MiB of control characters and invalid UTF-8
         sys.stdout.flush()
         sys.stdout.buffer.write(b"\x01" * (5 * 1024 * 1024) + b"\n")
@@ -87,5 +89,15 @@ def test_output_past_the_cap_is_stored_up_to_4_mb(
     assert max(len(m.encode()) for m in output) <= MAX_LINE + 1
     assert messages[-1].startswith("REPORT") and messages[-2].startswith("END")
     # The server is healthy: the same environment answers the next invoke.
+    again = lam.invoke(FunctionName=printer, Payload=b'{"mode": "quiet"}')
+    assert json.loads(again["Payload"].read()) == {"ok": True, "mode": "quiet"}
+
+
+def test_a_flood_of_empty_lines_is_capped_not_fatal(lam, printer: str) -> None:  # noqa: ANN001
+    """Lines count against the cap (newline included): the agent's frame stays within what
+    the host accepts, so the invoke succeeds instead of losing its environment."""
+    response = lam.invoke(FunctionName=printer, Payload=b'{"mode": "empty"}')
+    assert "FunctionError" not in response, response["Payload"].read()
+    assert json.loads(response["Payload"].read()) == {"ok": True, "mode": "empty"}
     again = lam.invoke(FunctionName=printer, Payload=b'{"mode": "quiet"}')
     assert json.loads(again["Payload"].read()) == {"ok": True, "mode": "quiet"}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 MAX_RESPONSE_BYTES = 6291556
 MAX_LOG_BYTES = 4 * 1024 * 1024  # per phase; output beyond it is dropped
 MAX_LINE = 256 * 1024  # CloudWatch's event size limit
+MAX_LOG_LINES = 262144  # per phase, as the host counts them (invoke/agent_limits.py)
 RUNTIME_PREFIX = "/2018-06-01/runtime/"
 JSON_TYPE = {"Content-Type": "application/json"}
 STATUS_OK = b'{"status":"OK"}'
@@ -74,8 +75,10 @@ class OutputCapture:
             self._partial = self._partial[MAX_LINE:]
 
     def _append(self, stamp: int, raw: bytes) -> None:
-        self._size += len(raw)
-        if self._size <= MAX_LOG_BYTES:
+        # The newline counts, and so does each line: a flood of empty lines would otherwise
+        # grow one frame past what the host accepts (the host applies the same caps).
+        self._size += len(raw) + 1
+        if self._size <= MAX_LOG_BYTES and len(self.lines) < MAX_LOG_LINES:
             self.lines.append([stamp, raw.decode(errors="replace") + "\n"])
             if self.on_line is not None:
                 self.on_line(stamp, self.lines[-1][1])

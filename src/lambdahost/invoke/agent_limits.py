@@ -16,9 +16,9 @@ Bounds (why these numbers):
   is); the host replaces it.
 - MAX_HEADER: the logs dominate. 4 MiB of output escapes to at most 6 bytes a byte in JSON
   (control characters and invalid UTF-8 become `\\u0001` / `\\ufffd`): 24 MiB, plus ~21
-  bytes a line. 32 MiB leaves 8 MiB for line overhead (~400,000 lines). Only output made of
-  more lines than that (of one or two characters each, or empty: the agent does not count
-  empty lines) exceeds it; the link is then cut, as for any oversized frame.
+  bytes a line. 32 MiB leaves 8 MiB for line overhead (~400,000 lines); a healthy agent
+  counts newlines and stops at MAX_LOG_EVENTS lines too, so only a hostile one exceeds it
+  (the link is then cut, as for any oversized frame).
 - BIG_HEADERS: parsing a 32 MiB header made of tiny JSON values costs ~0.5 GB and ~0.6 s of
   the event loop. A healthy agent sends logs in at most a few frames a phase (result, "done"
   after extensions, exit; ready or init_error; bye), so headers over BIG_HEADER are allowed
