@@ -31,8 +31,8 @@ def handler(event, context):
         for _ in range(50):
             sys.stdout.write(block)
         sys.stdout.write("\n")
-    elif mode == "empty":  # a million empty lines: each is a log event
-        sys.stdout.write("\n" * 1_000_000)
+    elif mode == "empty":  # three million empty lines: each is a log event
+        sys.stdout.write("\n" * 3_000_000)
     elif mode == "control":  # 5 MiB of control characters and invalid UTF-8
         sys.stdout.flush()
         sys.stdout.buffer.write(b"\x01" * (5 * 1024 * 1024) + b"\n")
