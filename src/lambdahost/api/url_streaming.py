@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from lambdahost.api import function_urls as urls
+from lambdahost.control import jsontext
 from lambdahost.errors import LambdaError
 from lambdahost.invoke.service import Invoker
 from lambdahost.invoke.streaming import HTTP_INTEGRATION_TYPE, ResponseStream
@@ -69,7 +70,7 @@ async def _prelude(chunks: AsyncIterator[bytes], stream: ResponseStream) -> tupl
                 return (200, [("content-type", "application/octet-stream")]), b""
             raise urls.UrlRejection(502, "Internal Server Error") from None
     try:
-        metadata = json.loads(buffer[:end])
+        metadata = jsontext.loads(buffer[:end])  # too deep: a ValueError, as garbage is
         status = int(metadata.get("statusCode", 200))
         if not 100 <= status <= 599:
             raise ValueError(status)

@@ -8,13 +8,13 @@ that does not stream still works: its whole payload is one chunk."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from starlette.responses import StreamingResponse
 
 from lambdahost.api import eventstream
 from lambdahost.api.handlers import Call, Output, operation
+from lambdahost.control import jsontext
 from lambdahost.invoke.model import InvokeResult
 from lambdahost.invoke.service import log_tail
 from lambdahost.invoke.streaming import ResponseStream
@@ -66,7 +66,7 @@ def error_fields(result: InvokeResult) -> tuple[str | None, str | None]:
     if result.function_error is None:
         return None, None
     try:
-        document = json.loads(result.payload)
+        document = jsontext.loads(result.payload)  # too deep: a ValueError, as garbage is
     except ValueError:
         document = None
     if not isinstance(document, dict):
