@@ -13,10 +13,11 @@ from typing import Any
 
 from lambdahost.control.aliases import AliasService
 from lambdahost.control.concurrency import ConcurrencyService
-from lambdahost.errors import LambdaError
+from lambdahost.errors import LambdaError, TooManyRequests
 from lambdahost.invoke.model import FunctionSpec
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.service import Invoker
+from lambdahost.sandbox.api import SandboxBusyError
 
 log = logging.getLogger("lambdahost.provisioned")
 RECONCILE_S = 1.0
@@ -127,6 +128,11 @@ class ProvisionedConcurrency:
         async with self._starts:
             try:
                 failure, stream, lines = await self.pool.prewarm(spec)
+            except (TooManyRequests, SandboxBusyError) as exc:
+                # The host is full or busy for now (capacity.py): not the function's failure,
+                # so the next reconcile tries again.
+                log.info("provisioned environment of %s waits for room: %s", spec.name, exc)
+                return
             except Exception as exc:
                 failure, stream, lines = f"The environment could not be created: {exc}", "", []
         if lines:
