@@ -8,15 +8,13 @@ import signal
 import time
 from pathlib import Path
 
+from cgroup_paths import group_dirs
 from conftest import create_function, make_zip, start_server, unique
-
-CONTROLLERS = ("memory", "cpu", "pids", "freezer")
 
 
 def instance_parents(state_dir: Path) -> list[Path]:
     instance = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
-    parents = [Path("/sys/fs/cgroup") / c / "lambdahost" / instance for c in CONTROLLERS]
-    return [p for p in parents if p.is_dir()]
+    return group_dirs(f"lambdahost/{instance}")
 
 
 def instance_groups(state_dir: Path) -> list[Path]:

@@ -307,7 +307,8 @@ def test_close_leaves_nothing_behind(tmp_path: Path) -> None:
 
     async def body(pool: EnvironmentPool) -> None:
         await asyncio.gather(*(call(pool, spec) for _ in range(2)))
-        holder["cgroup"] = Path("/sys/fs/cgroup/memory") / pool.backend.cgroup_parent  # type: ignore[attr-defined]
+        backend = pool.backend
+        holder["cgroup"] = backend.cgroup_layout.paths(backend.cgroup_parent)[0]  # type: ignore[attr-defined]
 
     run_with_pool(tmp_path, body)
     cgroup = holder["cgroup"]

@@ -124,10 +124,12 @@ def limit_backend_parent(backend: object, memory_mb: int | None, pids_max: int) 
     parent = getattr(backend, "cgroup_parent", None)
     if parent is None:
         return
-    root = getattr(backend, "cgroup_root", cgroups.CGROUP_ROOT)
     memory_bytes = (memory_mb + PARENT_MARGIN_MB) << 20 if memory_mb is not None else -1
     try:
-        cgroups.limit_parent(parent, root, memory_bytes, pids_max)
+        layout = getattr(backend, "cgroup_layout", None) or cgroups.detect(
+            getattr(backend, "cgroup_root", cgroups.CGROUP_ROOT)
+        )
+        layout.limit_parent(parent, memory_bytes, pids_max)
     except OSError as error:  # the per-sandbox limits still hold
         log.warning("cannot limit the sandboxes' parent cgroup %s: %s", parent, error)
 

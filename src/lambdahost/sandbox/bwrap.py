@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from lambdahost.sandbox import cgroups as cg
+from lambdahost.sandbox import hostcheck
 from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.controlled import CgroupSandbox
 from lambdahost.sandbox.procviews import ProcViews
@@ -76,15 +77,11 @@ class BwrapBackend(Backend):
     (and test runs) never touch each other's sandboxes."""
 
     def __init__(self, state_dir: Path, cgroup_root: Path = cg.CGROUP_ROOT) -> None:
-        if os.geteuid() != 0:
-            raise SandboxError("the bwrap sandbox backend must run as root")
-        missing = [tool for tool in (BWRAP, SETPRIV, ENV, SH) if not os.access(tool, os.X_OK)]
-        if missing:
-            raise SandboxError(f"missing tools for sandboxes: {', '.join(missing)}")
-        try:
-            cg.check_available(cgroup_root)
-        except cg.CgroupError as error:
-            raise SandboxError(str(error)) from None
+        # Before any helper starts: on cgroup v2 this may move us into a leaf group.
+        problems = hostcheck.problems((BWRAP, SETPRIV, ENV, SH), cgroup_root)
+        if problems:
+            raise SandboxError("\n".join(problems))
+        self.cgroup_layout = cg.detect(cgroup_root)  # found by the check
         self.state_dir = state_dir.resolve()
         self.cgroup_root = cgroup_root
         self.cgroup_parent = cg.instance_parent(self.state_dir)
@@ -98,12 +95,12 @@ class BwrapBackend(Backend):
         self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
         self._proc_views = ProcViews(self.state_dir)
         self._watchdog = Watchdog(
-            self.cgroup_parent, self.cgroup_root, self._volumes.dir, self._proc_views
+            self.cgroup_parent, self.cgroup_layout, self._volumes.dir, self._proc_views
         )
 
     async def start(self, spec: SandboxSpec) -> BwrapSandbox:
         _validate(spec)
-        cgroups = cg.CgroupSet(f"{self.cgroup_parent}/{spec.sandbox_id}", self.cgroup_root)
+        cgroups = self.cgroup_layout.group(f"{self.cgroup_parent}/{spec.sandbox_id}")
         host_dir = self._sandboxes_dir / spec.sandbox_id
         if cgroups.exists() or host_dir.exists():
             raise SandboxError(f"sandbox {spec.sandbox_id} already exists")
@@ -223,7 +220,7 @@ class BwrapBackend(Backend):
         return sandbox
 
     def cleanup_stale(self) -> int:
-        removed = remove_stale(self.cgroup_parent, self.cgroup_root, self._sandboxes_dir)
+        removed = remove_stale(self.cgroup_parent, self.cgroup_layout, self._sandboxes_dir)
         self._volumes.cleanup_stale()  # after the processes that used them are gone
         return removed
 
@@ -231,7 +228,7 @@ class BwrapBackend(Backend):
         self._proc_views.close()
         self._volumes.close()
         self._watchdog.close()  # last: it finds nothing left to kill or remove
-        cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
+        self.cgroup_layout.remove_if_empty(self.cgroup_parent)
 
 
 # bwrap (the monitor sh became) is in the sandbox's pids cgroup: don't charge it to the function.
@@ -310,12 +307,12 @@ class BwrapSandbox(CgroupSandbox):
                 self._stderr_size -= len(self._stderr.popleft())
 
 
-def remove_stale(cgroup_parent: str, cgroup_root: Path, sandboxes_dir: Path) -> int:
+def remove_stale(cgroup_parent: str, layout: cg.CgroupLayout, sandboxes_dir: Path) -> int:
     """Kill and remove every sandbox under `cgroup_parent` and the state dirs in
     `sandboxes_dir` (shared by the backends: both name their cgroups this way)."""
-    names = cg.children(cgroup_parent, cgroup_root)
+    names = layout.children(cgroup_parent)
     for name in names:
-        cgroups = cg.CgroupSet(f"{cgroup_parent}/{name}", cgroup_root)
+        cgroups = layout.group(f"{cgroup_parent}/{name}")
         try:
             cgroups.kill_all_blocking()
             cgroups.remove()
@@ -325,7 +322,7 @@ def remove_stale(cgroup_parent: str, cgroup_root: Path, sandboxes_dir: Path) -> 
         for entry in sandboxes_dir.iterdir():
             names.add(entry.name)
             shutil.rmtree(entry, ignore_errors=True)
-    cg.remove_if_empty(cgroup_parent, cgroup_root)  # start() re-creates it
+    layout.remove_if_empty(cgroup_parent)  # start() re-creates it
     return len(names)
 
 

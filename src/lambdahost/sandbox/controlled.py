@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lambdahost.sandbox.api import Sandbox, SandboxError, SandboxStats
-from lambdahost.sandbox.cgroups import CgroupSet
+from lambdahost.sandbox.cgroups import CgroupSet  # v1 or v2: one interface
 
 
 class CgroupSandbox(Sandbox):

@@ -132,7 +132,8 @@ def join_cgroups(tasks_files: list[str]) -> None:
     for path in tasks_files:
         fd = os.open(path, os.O_WRONLY)
         try:
-            os.write(fd, b"0")  # cgroup v1: "0" moves the writing thread itself
+            # "0" moves the writer itself: its thread (v1 `tasks`), its process (v2 cgroup.procs)
+            os.write(fd, b"0")
         finally:
             os.close(fd)
 

@@ -31,11 +31,12 @@ class Watchdog:
     def __init__(
         self,
         cgroup_parent: str,
-        cgroup_root: Path,
+        layout: cg.CgroupLayout,
         volumes_dir: Path | None = None,
         proc_views: ProcViews | None = None,
     ) -> None:
-        what = {"cgroup_parent": cgroup_parent, "cgroup_root": str(cgroup_root)}
+        # The layout as the server found it: on cgroup v2 we sit in its leaf, not its base.
+        what: dict = {"cgroup_parent": cgroup_parent, "cgroup_layout": layout.describe()}
         if volumes_dir is not None:
             what["volumes"] = str(volumes_dir)
         if proc_views is not None:
@@ -59,17 +60,17 @@ class Watchdog:
             self.process.wait()
 
 
-def kill_sandboxes(cgroup_parent: str, cgroup_root: Path) -> int:
+def kill_sandboxes(cgroup_parent: str, layout: cg.CgroupLayout) -> int:
     """Kill and remove every sandbox group under `cgroup_parent`; returns how many."""
-    names = cg.children(cgroup_parent, cgroup_root)
+    names = layout.children(cgroup_parent)
     for name in names:
-        group = cg.CgroupSet(f"{cgroup_parent}/{name}", cgroup_root)
+        group = layout.group(f"{cgroup_parent}/{name}")
         try:
             group.kill_all_blocking()
             group.remove()
         except OSError as error:
             print(f"lambdahost watchdog: {name}: {error}", file=sys.stderr)
-    cg.remove_if_empty(cgroup_parent, cgroup_root)
+    layout.remove_if_empty(cgroup_parent)
     return len(names)
 
 
@@ -77,7 +78,7 @@ def main() -> None:
     what = json.loads(sys.argv[1])
     while sys.stdin.buffer.read(4096):
         pass  # nobody writes: this returns at EOF, when no server holds the pipe any more
-    kill_sandboxes(what["cgroup_parent"], Path(what["cgroup_root"]))
+    kill_sandboxes(what["cgroup_parent"], cg.from_description(what["cgroup_layout"]))
     if "volumes" in what and Path(what["volumes"]).is_dir():
         remove_instance(Path(what["volumes"]))
     if "lxcfs" in what:

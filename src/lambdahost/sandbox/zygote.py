@@ -33,6 +33,7 @@ import lambdahost
 from lambdahost.agent import command as agent_command
 from lambdahost.runtimes import RUNTIME_DIR
 from lambdahost.sandbox import cgroups as cg
+from lambdahost.sandbox import hostcheck
 from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
 from lambdahost.sandbox.bwrap import _validate, remove_stale
 from lambdahost.sandbox.controlled import CgroupSandbox
@@ -66,14 +67,11 @@ class ZygoteBackend(Backend):
         cgroup_root: Path = cg.CGROUP_ROOT,
         package_dir: Path | None = None,
     ) -> None:
-        if os.geteuid() != 0:
-            raise SandboxError("the zygote sandbox backend must run as root")
-        if not os.access(PYTHON, os.X_OK):
-            raise SandboxError(f"the zygote needs {PYTHON}")
-        try:
-            cg.check_available(cgroup_root)
-        except cg.CgroupError as error:
-            raise SandboxError(str(error)) from None
+        # Before any helper starts: on cgroup v2 this may move us into a leaf group.
+        problems = hostcheck.problems((PYTHON,), cgroup_root)
+        if problems:
+            raise SandboxError("\n".join(problems))
+        self.cgroup_layout = cg.detect(cgroup_root)  # found by the check
         self.state_dir = state_dir.resolve()
         self.cgroup_root = cgroup_root
         self.cgroup_parent = cg.instance_parent(self.state_dir)
@@ -99,7 +97,7 @@ class ZygoteBackend(Backend):
         self._proc_views = ProcViews(self.state_dir)
         self._plans.clear()
         self._watchdog = Watchdog(
-            self.cgroup_parent, self.cgroup_root, self._volumes.dir, self._proc_views
+            self.cgroup_parent, self.cgroup_layout, self._volumes.dir, self._proc_views
         )
 
     # -- the zygote ------------------------------------------------------------------------
@@ -158,7 +156,7 @@ class ZygoteBackend(Backend):
             self._proc_views.close()
         self._volumes.close()
         self._watchdog.close()  # last: it finds nothing left to kill or remove
-        cg.remove_if_empty(self.cgroup_parent, self.cgroup_root)
+        self.cgroup_layout.remove_if_empty(self.cgroup_parent)
 
     @property
     def zygote_pid(self) -> int:
@@ -198,11 +196,8 @@ class ZygoteBackend(Backend):
             "cwd": spec.cwd,
             "hostname": spec.hostname,
             "uid": uid,
-            # `tasks`, not `cgroup.procs`: moving only the (single-threaded) caller skips the
-            # global threadgroup lock, whose write side waits for an RCU grace period (~10 ms).
-            "cgroup_tasks": [str(p.with_name("tasks")) for p in cgroups.procs_files()]
-            if cgroups
-            else [],
+            # v1: `tasks` (skips the threadgroup lock); v2: cgroup.procs (see join_files).
+            "cgroup_tasks": [str(path) for path in cgroups.join_files()] if cgroups else [],
             "new_root": str(self._new_root),
             "mount_args": with_tmp_device(mount_args, tmp.device) if tmp else mount_args,
             "fd_targets": list(spec.pass_fds),
@@ -214,7 +209,7 @@ class ZygoteBackend(Backend):
 
     async def start(self, spec: SandboxSpec) -> ZygoteSandbox:
         _validate(spec)
-        cgroups = cg.CgroupSet(f"{self.cgroup_parent}/{spec.sandbox_id}", self.cgroup_root)
+        cgroups = self.cgroup_layout.group(f"{self.cgroup_parent}/{spec.sandbox_id}")
         if cgroups.exists():
             raise SandboxError(f"sandbox {spec.sandbox_id} already exists")
         mounts = check_mounts(spec.mounts)
@@ -247,7 +242,7 @@ class ZygoteBackend(Backend):
         return sandbox
 
     def cleanup_stale(self) -> int:
-        removed = remove_stale(self.cgroup_parent, self.cgroup_root, self._sandboxes_dir)
+        removed = remove_stale(self.cgroup_parent, self.cgroup_layout, self._sandboxes_dir)
         self._volumes.cleanup_stale()  # after the processes that used them are gone
         return removed
 
