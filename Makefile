@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 9000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-cgroup2 lint bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,17 @@ lint: install
 
 test: install lint
 	$(BIN)/pytest -q
+
+# The sandbox and invoke tiers on a cgroup v2-only Debian 12 guest (QEMU, software emulation:
+# slow, so not part of `make test`). The guest keeps its .venv between runs (CG2VM_STATE).
+CG2VM ?= $(abspath ../shared/tools/cgroup2-vm/run-in-cgroup2-vm.sh)
+CGROUP2_TESTS ?= tests/test_cgroups_v2.py tests/test_sandbox.py tests/test_zygote.py \
+  tests/test_pool.py tests/test_invoke.py
+
+test-cgroup2:
+	CG2VM_STATE=$${CG2VM_STATE:-lambdahost} CG2VM_PACKAGES="$(APT_PACKAGES)" \
+	  CG2VM_TIMEOUT=$${CG2VM_TIMEOUT:-5400} \
+	  $(CG2VM) $(CURDIR) 'make install && $(BIN)/pytest -q -rs $(CGROUP2_TESTS)'
 
 bench: install
 	$(BIN)/python bench/run.py
