@@ -182,3 +182,21 @@ def test_since_and_group_names() -> None:
     assert group_for("arn:aws:lambda:us-east-1:000000000000:function:fn:prod") == "/aws/lambda/fn"
     assert group_for("fn:prod") == "/aws/lambda/fn"
     assert group_for("/custom/group") == "/custom/group"
+
+
+def test_serve_on_an_unfit_host_says_why_without_a_traceback(tmp_path: Path) -> None:
+    """A host that cannot run sandboxes (here: an unusable uid range) gets one clear sentence
+    and exit status 1, before "listening", never a traceback."""
+    env = {
+        **os.environ,
+        "LAMBDAHOST_SANDBOX_UIDS": "nonsense",
+        "LAMBDAHOST_ACCESS_KEY_ID": ACCESS_KEY,
+        "LAMBDAHOST_SECRET_ACCESS_KEY": SECRET_KEY,
+    }
+    argv = [sys.executable, "-m", "lambdahost.cli.main", "serve", "--port", str(free_port())]
+    argv += ["--data-dir", str(tmp_path / "data")]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "lambdahost cannot start:" in output and "LAMBDAHOST_SANDBOX_UIDS" in output
+    assert "Traceback" not in output and "listening" not in output

@@ -94,6 +94,7 @@ def serve(
 
     from lambdahost.api.app import create_app
     from lambdahost.platform import Platform
+    from lambdahost.sandbox import SandboxError
 
     if sandbox not in ("auto", "zygote", "bwrap"):
         raise typer.BadParameter("must be zygote, bwrap or auto", param_hint="--sandbox")
@@ -138,9 +139,14 @@ def serve(
         console.print(f"  export AWS_ACCESS_KEY_ID={credentials.access_key_id}")
         console.print(f"  export AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
         console.print(f"  export AWS_DEFAULT_REGION={region}")
+    try:
+        platform = Platform(settings)
+    except SandboxError as error:  # the host cannot run sandboxes: say why, no traceback
+        console.print(f"[bold red]lambdahost cannot start:[/] {error}")
+        raise typer.Exit(1) from None
     console.print(f"[bold]lambdahost[/] listening on http://{host}:{port} (data in {data_dir})")
     uvicorn.run(
-        create_app(Platform(settings)),
+        create_app(platform),
         host=host,
         port=port,
         loop="uvloop",
