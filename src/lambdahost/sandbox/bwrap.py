@@ -50,7 +50,7 @@ from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, w
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 from lambdahost.sandbox.uids import UidPool
-from lambdahost.sandbox.watchdog import Watchdog
+from lambdahost.sandbox.watchdog import Watchdog, kill_sandboxes
 
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
@@ -310,19 +310,11 @@ class BwrapSandbox(CgroupSandbox):
 def remove_stale(cgroup_parent: str, layout: cg.CgroupLayout, sandboxes_dir: Path) -> int:
     """Kill and remove every sandbox under `cgroup_parent` and the state dirs in
     `sandboxes_dir` (shared by the backends: both name their cgroups this way)."""
-    names = layout.children(cgroup_parent)
-    for name in names:
-        cgroups = layout.group(f"{cgroup_parent}/{name}")
-        try:
-            cgroups.kill_all_blocking()
-            cgroups.remove()
-        except cg.CgroupError as error:
-            raise SandboxError(f"cannot remove stale sandbox {name}: {error}") from error
+    names = kill_sandboxes(cgroup_parent, layout, strict=True)  # start() re-creates the parent
     if sandboxes_dir.is_dir():
         for entry in sandboxes_dir.iterdir():
             names.add(entry.name)
             shutil.rmtree(entry, ignore_errors=True)
-    layout.remove_if_empty(cgroup_parent)  # start() re-creates it
     return len(names)
 
 

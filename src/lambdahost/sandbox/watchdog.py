@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from lambdahost.sandbox import cgroups as cg
+from lambdahost.sandbox.api import SandboxError
 from lambdahost.sandbox.procviews import ProcViews, stop_stale
 from lambdahost.sandbox.tmpvol import remove_instance
 
@@ -60,8 +61,10 @@ class Watchdog:
             self.process.wait()
 
 
-def kill_sandboxes(cgroup_parent: str, layout: cg.CgroupLayout) -> int:
-    """Kill and remove every sandbox group under `cgroup_parent`; returns how many."""
+def kill_sandboxes(cgroup_parent: str, layout: cg.CgroupLayout, strict: bool = False) -> set[str]:
+    """Kill and remove every sandbox group under `cgroup_parent`; returns their names. A group
+    that survives raises SandboxError when `strict` (start-up cleanup), else is reported and
+    skipped (the watchdog does what it can)."""
     names = layout.children(cgroup_parent)
     for name in names:
         group = layout.group(f"{cgroup_parent}/{name}")
@@ -69,9 +72,11 @@ def kill_sandboxes(cgroup_parent: str, layout: cg.CgroupLayout) -> int:
             group.kill_all_blocking()
             group.remove()
         except OSError as error:
+            if strict:
+                raise SandboxError(f"cannot remove stale sandbox {name}: {error}") from error
             print(f"lambdahost watchdog: {name}: {error}", file=sys.stderr)
     layout.remove_if_empty(cgroup_parent)
-    return len(names)
+    return names
 
 
 def main() -> None:
