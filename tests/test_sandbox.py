@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import json
 import os
@@ -315,10 +316,13 @@ def test_pass_fds_keep_their_numbers(backend: Backend, task_dir: Path, tmp_path:
     """
 
     async def run() -> tuple[int, dict, int, int]:
-        # Pick numbers that are unlikely to be 3/4, to show they are not renumbered.
-        extra = os.dup2(os.open(extra_path, os.O_RDONLY), 57)
+        # High numbers, to show they are not renumbered; free ones (F_DUPFD), not dup2 onto
+        # fixed numbers, which could silently replace a descriptor the backend holds.
+        opened = os.open(extra_path, os.O_RDONLY)
+        extra = fcntl.fcntl(opened, fcntl.F_DUPFD, 200)
+        os.close(opened)
         read_end, write_end = os.pipe()
-        write_high = os.dup2(write_end, 61)
+        write_high = fcntl.fcntl(write_end, fcntl.F_DUPFD, 230)
         os.close(write_end)
         spec = SandboxSpec(
             sandbox_id="fds",
@@ -340,14 +344,21 @@ def test_pass_fds_keep_their_numbers(backend: Backend, task_dir: Path, tmp_path:
     assert set(seen["fds"]) - {0, 1, 2} - {write_high, extra} <= {3}  # 3: listdir's own fd
 
 
-def _mountinfo() -> list[str]:
+def _mountinfo(under: Path) -> list[str]:
+    """Mounts below `under` (other tests' backends come and go meanwhile: their watchdogs
+    clean up when they are garbage-collected)."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
     return sorted(
-        line.split(" ", 4)[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        line.split(" ", 4)[4] for line in lines if line.split(" ")[4].startswith(f"{under}/")
     )
 
 
 def test_destroy_leaves_nothing(backend: Backend, task_dir: Path) -> None:
-    mounts_before = _mountinfo()
+    state_dir = backend.state_dir  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30  # the /tmp pool measures its first size with a mount
+    while not backend._volumes.ready(512 << 20) and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    mounts_before = _mountinfo(state_dir)
 
     async def run() -> tuple[list[int], list[Path], Path]:
         sandbox = await backend.start(
@@ -378,7 +389,7 @@ def test_destroy_leaves_nothing(backend: Backend, task_dir: Path) -> None:
             os.kill(pid, 0)
     assert not any(group.exists() for group in groups)
     assert not state.exists()
-    assert _mountinfo() == mounts_before
+    assert _mountinfo(state_dir) == mounts_before
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -330,7 +330,7 @@ def test_a_healthy_agents_worst_logs_fit_in_a_frame(output: bytes) -> None:
         os.close(write_end)
     frame = encode({"t": "result", "id": "r", "ok": True, "logs": logs}, b"x" * MAX_BODY)
     head_len, body_len = HEADER.unpack_from(frame)
-    assert 23 * 1024 * 1024 < head_len <= MAX_HEADER
+    assert 22 * 1024 * 1024 < head_len <= MAX_HEADER  # near the worst a healthy agent makes
     assert body_len == MAX_BODY
 
     async def scenario() -> None:
