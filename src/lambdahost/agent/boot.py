@@ -9,6 +9,12 @@ import os
 import socket
 import time
 
+from .shared import TYPE_CHECKING, launch, set_dumpable
+
+if TYPE_CHECKING:
+    from .extensions import Extensions
+    from .main import Agent
+
 ARG_SEPARATOR = "\x1f"  # LAMBDAHOST_BOOTSTRAP: argv items joined by US, candidates by RS
 CANDIDATE_SEPARATOR = "\x1e"
 
@@ -20,22 +26,6 @@ def encode_candidates(candidates: list[list[str]]) -> str:
 
 def decode_candidates(value: str) -> list[list[str]]:
     return [item.split(ARG_SEPARATOR) for item in value.split(CANDIDATE_SEPARATOR) if item]
-
-
-def launch(argv: list[str], env: dict[str, str], output_fd: int) -> int:
-    """Start a process with stdout and stderr on output_fd (one pipe, so their order
-    survives) and stdin on /dev/null, in its own session so it can be killed as a group."""
-    return os.posix_spawn(
-        argv[0],
-        argv,
-        env,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, output_fd, 1),
-            (os.POSIX_SPAWN_DUP2, output_fd, 2),
-        ],
-        setsid=True,
-    )
 
 
 # Set by the zygote to `forkserver.spawn`: starts a pre-imported runtime by fork, or says None.
@@ -95,20 +85,11 @@ def find_extensions(directory: str) -> list[str]:
         return sorted(entry.path for entry in entries if entry.is_file())
 
 
-PR_SET_DUMPABLE = 4
+def extensions_api(agent: Agent) -> Extensions:
+    """The agent's Extensions (and Telemetry and Logs APIs): imported on first use only."""
+    from .extensions import attach
 
-
-def set_dumpable(dumpable: bool) -> None:
-    """The agent runs as the function's uid: non-dumpable, the function can neither ptrace it
-    nor open its /proc/1/mem, environ or fds (it would need CAP_SYS_PTRACE). Children undo it
-    (exec does by itself; `forkserver` children call this). ctypes: the zygote preloaded it;
-    on the fresh path it costs ~2.5 ms, before anything of the function runs."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"prctl(PR_SET_DUMPABLE): {os.strerror(code)}")
+    return attach(agent)
 
 
 def main() -> None:
@@ -139,12 +120,10 @@ def main() -> None:
 
     from .main import Agent  # the heavier imports, while the runtime starts
 
-    agent = Agent(socket.socket(fileno=host_fd), listener, pid, output_fd)
+    agent = Agent(socket.socket(fileno=host_fd), listener, pid, output_fd, extensions_api)
     agent.booted_ms, agent.started_ns = booted_ms, spawned_ns
     if extensions and argv:
-        from .extensions import attach
-
-        attach(agent).start_external(extensions, argv, env, runtime_fd)
+        extensions_api(agent).start_external(extensions, argv, env, runtime_fd)
     if argv is None:
         names = " ".join(candidate[0] for candidate in candidates)
         agent.init_failed(

@@ -22,9 +22,9 @@ import signal
 import time
 import uuid
 
-from .boot import launch
 from .http11 import Connection, Request
-from .main import JSON_TYPE, MAX_LINE, STATUS_OK, Agent, OutputCapture, error_body, now_ms
+from .main import Agent, OutputCapture
+from .shared import JSON_TYPE, MAX_LINE, STATUS_OK, error_body, launch, now_ms
 
 PREFIX = "/2020-01-01/extension/"
 MAX_EXTENSIONS = 10

@@ -24,6 +24,8 @@ import signal
 import sys
 import types
 
+from .shared import set_dumpable
+
 PYTHON = "/usr/bin/python3.11"
 RUNTIME_OPTIONS = ["-u", "-S"]
 # The zygote's own interpreter path (-I -S: just the stdlib), captured before anything
@@ -66,8 +68,6 @@ def spawn(argv: list[str], env: dict[str, str]) -> tuple[int, int, OSError | Non
 def _run_runtime(argv: list[str], env: dict[str, str], code: types.CodeType, output: int) -> None:
     status = 1
     try:
-        from .boot import set_dumpable
-
         set_dumpable(True)  # the function's own /proc/self, as after an exec
         os.setsid()
         devnull = os.open("/dev/null", os.O_RDONLY)

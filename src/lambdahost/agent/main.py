@@ -7,7 +7,6 @@ the warm path is: host frame → answer the parked `/next` → runtime posts →
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
@@ -16,27 +15,19 @@ import time
 
 from .http11 import Connection, ProtocolError, Request
 from .protocol import FrameReader, encode
+from .shared import JSON_TYPE, MAX_LINE, RUNTIME_PREFIX, STATUS_OK, error_body, now_ms
 
 TYPE_CHECKING = False  # no `typing` import at run time (see http11)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from .streaming import ResponseStream
 
 MAX_RESPONSE_BYTES = 6291556
 MAX_LOG_BYTES = 4 * 1024 * 1024  # per phase; output beyond it is dropped
-MAX_LINE = 256 * 1024  # CloudWatch's event size limit
-MAX_LOG_LINES = 262144  # per phase, as the host counts them (invoke/agent_limits.py)
-RUNTIME_PREFIX = "/2018-06-01/runtime/"
-JSON_TYPE = {"Content-Type": "application/json"}
-STATUS_OK = b'{"status":"OK"}'
+MAX_LOG_LINES = 262144  # per phase; the host counts the same (invoke/agent_limits.py)
 EXTENSION_PREFIXES = ("/2020-01-01/extension/", "/2022-07-01/telemetry", "/2020-08-15/logs")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def error_body(error_type: str, message: str) -> bytes:
-    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
 
 
 class OutputCapture:
@@ -99,9 +90,17 @@ class OutputCapture:
 
 class Agent:
     def __init__(
-        self, host: socket.socket, listener: socket.socket, runtime_pid: int, output_fd: int
+        self,
+        host: socket.socket,
+        listener: socket.socket,
+        runtime_pid: int,
+        output_fd: int,
+        extensions_api: Callable[[Agent], Any],  # → extensions.Extensions
     ) -> None:
         self.host = host
+        # The Extensions, Telemetry and Logs APIs, loaded on first use (`extensions.attach`);
+        # given by `boot`, so this module need not import the one that builds on it.
+        self.extensions_api = extensions_api
         self.listener = listener
         self.selector = selectors.DefaultSelector()
         self.frames = FrameReader()
@@ -217,9 +216,7 @@ class Agent:
         path = request.path.split("?", 1)[0]
         if not path.startswith(RUNTIME_PREFIX):
             if path.startswith(EXTENSION_PREFIXES):  # Extensions, Telemetry and Logs APIs
-                from .extensions import attach
-
-                return attach(self).handle(connection, request, path)
+                return self.extensions_api(self).handle(connection, request, path)
             return connection.respond(404, error_body("NotFound", "Not found"), JSON_TYPE)
         route = path[len(RUNTIME_PREFIX) :]
         if route == "invocation/next":

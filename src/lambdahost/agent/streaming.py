@@ -12,23 +12,18 @@ import base64
 import binascii
 
 from .http11 import Connection, Request
-
-TYPE_CHECKING = False  # no `typing` import at run time (see http11)
+from .shared import JSON_TYPE, RUNTIME_PREFIX, STATUS_OK, TYPE_CHECKING, error_body
 
 if TYPE_CHECKING:
-    from .main import Agent
+    from .shared import AgentLike
 
 MAX_STREAMED_BYTES = 20 * 1024 * 1024
-JSON_TYPE = {"Content-Type": "application/json"}
-ACCEPTED = b'{"status":"OK"}'
 ERROR_TYPE = "lambda-runtime-function-error-type"
 ERROR_BODY = "lambda-runtime-function-error-body"
 
 
 class ResponseStream:
-    def __init__(self, agent: Agent, connection: Connection, request: Request) -> None:
-        from .main import RUNTIME_PREFIX  # main imports this module
-
+    def __init__(self, agent: AgentLike, connection: Connection, request: Request) -> None:
         self.agent = agent
         self.connection = connection
         parts = request.path.split("?", 1)[0].removeprefix(RUNTIME_PREFIX).split("/")
@@ -61,8 +56,6 @@ class ResponseStream:
         self.agent.send({"t": "chunk", "id": self.request_id}, data)
 
     def end(self, trailers: dict[str, str]) -> None:
-        from .main import error_body
-
         if not self.live:
             body = error_body("InvalidRequestID", "Invalid request ID")
             return self.connection.respond(400, body, JSON_TYPE)
@@ -78,7 +71,7 @@ class ResponseStream:
             body = error_body(error_type, message)
             self.connection.respond(413, error_body("RequestEntityTooLarge", message), JSON_TYPE)
         else:
-            self.connection.respond(202, ACCEPTED, JSON_TYPE)
+            self.connection.respond(202, STATUS_OK, JSON_TYPE)
             if error_type:
                 try:
                     body = base64.b64decode(trailers.get(ERROR_BODY, ""), validate=True)

@@ -15,7 +15,7 @@ import time
 from urllib.parse import urlsplit
 
 from .http11 import Connection, Request
-from .main import JSON_TYPE, error_body
+from .shared import JSON_TYPE, error_body
 
 TELEMETRY_SCHEMAS = ("2022-07-01", "2022-12-13", "2025-01-29")
 TYPES = ("platform", "function", "extension")

@@ -35,13 +35,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from lambdahost.agent.main import MAX_LINE, MAX_LOG_BYTES, MAX_RESPONSE_BYTES, error_body
+from lambdahost.agent.main import MAX_LOG_BYTES, MAX_LOG_LINES, MAX_RESPONSE_BYTES
 from lambdahost.agent.protocol import HEADER, FrameError
+from lambdahost.agent.shared import MAX_LINE, error_body
 from lambdahost.agent.streaming import MAX_STREAMED_BYTES
 
 MAX_BODY = MAX_RESPONSE_BYTES
 MAX_HEADER = 32 * 1024 * 1024
-MAX_LOG_EVENTS = 256 * 1024  # a phase's lines: 16 bytes a line on average fill 4 MiB
+MAX_LOG_EVENTS = MAX_LOG_LINES  # a phase's lines, as the agent counts them
 MAX_FIELD = 64 * 1024  # a string header field (error type, content type): the agent's MAX_HEAD
 BIG_HEADER = 1024 * 1024  # parsed with the cyclic GC paused (it would rescan every new list)
 BIG_HEADERS = 4  # a phase's headers over BIG_HEADER
