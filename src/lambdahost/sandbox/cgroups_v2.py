@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lambdahost.sandbox.cgroups import (
+from lambdahost.sandbox.cgroup_base import (
     CgroupError,
     CgroupLayout,
     CgroupSet,
