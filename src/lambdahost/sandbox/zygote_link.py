@@ -16,12 +16,9 @@ import subprocess
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lambdahost.sandbox.api import SandboxBusyError, SandboxError
-
-if TYPE_CHECKING:
-    from lambdahost.sandbox.zygote import ZygoteSandbox
 
 log = logging.getLogger("lambdahost.sandbox")
 
@@ -31,6 +28,19 @@ ZYGOTE_MAIN = HERE / "zygote_main.py"
 LAUNCHER = HERE / "launcher.py"
 START_TIMEOUT = 20.0
 MAX_MESSAGE = 1 << 16
+
+
+class LinkedSandbox(Protocol):
+    """What the link tells a running sandbox (`zygote.ZygoteSandbox`)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def exited(self, status: int) -> None:
+        """The zygote reaped its first process."""
+
+    def orphaned(self) -> None:
+        """The zygote died: nobody will report the exit any more."""
 
 
 class ZygoteLink:
@@ -67,7 +77,7 @@ class ZygoteLink:
         self.pid = self.process.pid
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[int, int]]] = {}
-        self._sandboxes: dict[int, ZygoteSandbox] = {}  # pid → running sandbox
+        self._sandboxes: dict[int, LinkedSandbox] = {}  # pid → running sandbox
         self._early_exits: dict[int, int] = {}  # reported before start() registered them
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send_lock = asyncio.Lock()
@@ -218,7 +228,7 @@ class ZygoteLink:
             future.cancel()
             raise SandboxBusyError("the zygote did not start the sandbox in time") from None
 
-    def register(self, sandbox: ZygoteSandbox) -> None:
+    def register(self, sandbox: LinkedSandbox) -> None:
         status = self._early_exits.pop(sandbox.pid, None)
         if status is not None:
             sandbox.exited(status)
