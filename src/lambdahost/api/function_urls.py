@@ -17,7 +17,6 @@ RESPONSE_STREAM URLs stream the function's response as it is produced (`url_stre
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import re
@@ -34,7 +33,7 @@ from starlette.responses import Response, StreamingResponse
 
 from lambdahost.api import sigv4
 from lambdahost.api.bodies import Body, UnverifiedBodies, expected_size, read_body
-from lambdahost.control import jsontext
+from lambdahost.api.url_responses import UrlRejection, http_response, rejection_for
 from lambdahost.control.permissions import INVOKE_FUNCTION, INVOKE_FUNCTION_URL
 from lambdahost.control.urls import FunctionUrl
 from lambdahost.errors import LambdaError
@@ -45,8 +44,6 @@ PATH_PREFIX = "/_lambdahost/url/"
 REQUEST_MAX = 6 * 1024 * 1024
 _HOST = re.compile(r"^([a-z0-9]{32})\.lambda-url\.([a-z0-9-]+)\.localhost\.?(?::\d+)?$")
 _PATH = re.compile(r"^/_lambdahost/url/([a-z0-9]{32})(/.*)?$")
-# Framing headers are the server's business, not the function's.
-_HOP_BY_HOP = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive"))
 _TEXT_TYPES = ("application/json", "application/javascript", "application/xml")
 
 
@@ -57,15 +54,6 @@ class Target:
     url_id: str
     raw_path: str
     region: str | None  # from the host form; None for the path form
-
-
-class UrlRejection(Exception):
-    """A request the URL answers itself, without the function: status and JSON body."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def target_of(request: Request) -> Target | None:
@@ -275,7 +263,7 @@ class FunctionUrlFrontend:
                 payload=json.dumps(event).encode(),
             )
         except LambdaError as exc:
-            raise _rejection_for(exc) from None
+            raise rejection_for(exc) from None
         if outcome.function_error:
             raise UrlRejection(502, "Internal Server Error")
         status, headers, content = http_response(outcome.payload)
@@ -284,66 +272,6 @@ class FunctionUrlFrontend:
 
 def _message(status: int, message: str) -> tuple[int, list[tuple[str, str]], bytes]:
     return status, [("content-type", "application/json")], json.dumps({"Message": message}).encode()
-
-
-def http_response(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Map a function's result to HTTP as Lambda does for payload format 2.0.
-
-    A JSON object with `statusCode` describes the response; any other result is returned as
-    a 200 `application/json` body, unchanged."""
-    try:
-        value = jsontext.loads(payload) if payload else None
-    except ValueError:  # also too-deep nesting
-        value = None
-    if not isinstance(value, dict) or "statusCode" not in value:
-        return 200, [("content-type", "application/json")], payload
-    try:
-        status = int(value["statusCode"])
-        if not 100 <= status <= 599:
-            raise ValueError(status)
-        headers = [
-            (str(k), _header_value(v))
-            for k, v in (value.get("headers") or {}).items()
-            if str(k).lower() not in _HOP_BY_HOP
-        ]
-        cookies = [str(c) for c in value.get("cookies") or []]
-        content = _body_bytes(value.get("body"), bool(value.get("isBase64Encoded")))
-    except (TypeError, ValueError, AttributeError, binascii.Error):
-        raise UrlRejection(502, "Internal Server Error") from None
-    if not any(name.lower() == "content-type" for name, _ in headers):
-        headers.append(("content-type", "application/json"))
-    headers += [("set-cookie", cookie) for cookie in cookies]
-    return status, headers, content
-
-
-def _header_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        raise TypeError("header values must be scalars")
-    return str(value)
-
-
-def _body_bytes(body: Any, is_base64: bool) -> bytes:
-    if body is None:
-        return b""
-    if not isinstance(body, str):
-        return json.dumps(body).encode()
-    if is_base64:
-        return base64.b64decode(body, validate=True)
-    return body.encode()
-
-
-def _rejection_for(exc: LambdaError) -> UrlRejection:
-    if exc.status == 429:
-        return UrlRejection(429, "Rate Exceeded.")
-    if exc.status == 413:
-        return UrlRejection(413, "Request Entity Too Large")
-    if exc.status == 404:
-        return UrlRejection(404, "Not Found")
-    if exc.status >= 500:
-        return UrlRejection(exc.status, "Internal Server Error")
-    return UrlRejection(exc.status if exc.status != 409 else 503, exc.message)
 
 
 def _as_text(body: bytes, content_type: str) -> str | None:

@@ -14,8 +14,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from lambdahost.api import function_urls as urls
+from lambdahost.api import url_responses as urls
 from lambdahost.control import jsontext
+from lambdahost.control.urls import FunctionUrl
 from lambdahost.errors import LambdaError
 from lambdahost.invoke.service import Invoker
 from lambdahost.invoke.streaming import HTTP_INTEGRATION_TYPE, ResponseStream
@@ -27,7 +28,7 @@ Head = tuple[int, list[tuple[str, str]]]
 
 
 async def invoke_streaming(
-    invoker: Invoker, url: urls.FunctionUrl, event: dict[str, Any]
+    invoker: Invoker, url: FunctionUrl, event: dict[str, Any]
 ) -> tuple[int, list[tuple[str, str]], bytes | AsyncIterator[bytes], str]:
     """(status, headers, body bytes or an async iterator of them, request id)."""
     try:
@@ -35,7 +36,7 @@ async def invoke_streaming(
             url.function_name, qualifier=url.qualifier or None, payload=json.dumps(event).encode()
         )
     except LambdaError as exc:
-        raise urls._rejection_for(exc) from None
+        raise urls.rejection_for(exc) from None
     assert stream is not None
     try:
         await stream.head.wait()
@@ -75,9 +76,9 @@ async def _prelude(chunks: AsyncIterator[bytes], stream: ResponseStream) -> tupl
         if not 100 <= status <= 599:
             raise ValueError(status)
         headers = [
-            (str(k), urls._header_value(v))
+            (str(k), urls.header_value(v))
             for k, v in (metadata.get("headers") or {}).items()
-            if str(k).lower() not in urls._HOP_BY_HOP
+            if str(k).lower() not in urls.HOP_BY_HOP
         ]
         cookies = [str(cookie) for cookie in metadata.get("cookies") or []]
     except (ValueError, TypeError, AttributeError):
