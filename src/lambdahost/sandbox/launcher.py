@@ -52,7 +52,6 @@ MNT_DETACH = 0x2
 PROC_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -315,8 +314,8 @@ def drop_privileges(uid: int, gid: int) -> None:
     data = bytes(24)  # two __user_cap_data_struct, all zero
     _check(_libc.syscall(SYS_CAPSET, header, data), "capset")
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    # setuid() made us non-dumpable, which makes /proc/self root-owned; exec would reset it.
-    prctl(PR_SET_DUMPABLE, 1)
+    # setuid() left us non-dumpable, which is what the in-process agent wants (it keeps the
+    # function out of /proc/1/mem); exec makes argv dumpable again.
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
