@@ -113,6 +113,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.kill()
 
 
+@pytest.fixture(scope="module", params=["zygote", "bwrap"])
+def server_per_backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server on each sandbox backend in turn, shared by one module's tests: what must hold
+    for every backend (isolation, limits) is tested on both."""
+    srv = start_server(tmp_path_factory.mktemp(request.param) / "data", "--sandbox", request.param)
+    yield srv
+    srv.kill()
+
+
 @pytest.fixture(scope="session")
 def lam(server: Server):  # noqa: ANN201 - a botocore client
     return server.client("lambda")

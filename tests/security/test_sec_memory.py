@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 
-import pytest
-from conftest import Server, create_function, make_zip, start_server, unique
+from conftest import Server, create_function, make_zip, unique
 
 PREFIX = "LHCANARY-"
 ROUNDS = 50
@@ -68,17 +66,8 @@ def handler(event, context):
 VICTIM = make_zip({"app.py": "import os\ndef handler(event, context):\n    return 'ok'\n"})
 
 
-@pytest.fixture(scope="module", params=["zygote", "bwrap"])
-def backend_server(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Server]:  # noqa: ANN001
-    server = start_server(
-        tmp_path_factory.mktemp(f"memory-{request.param}") / "data", "--sandbox", request.param
-    )
-    yield server
-    server.kill()
-
-
-def test_no_function_finds_another_functions_secret(backend_server: Server) -> None:
-    lam = backend_server.client("lambda")
+def test_no_function_finds_another_functions_secret(server_per_backend: Server) -> None:
+    lam = server_per_backend.client("lambda")
     scanner_zip = make_zip({"app.py": SCANNER})
     victims, scanners, canaries = [], [], []
     for _ in range(ROUNDS):
@@ -108,7 +97,7 @@ def test_no_function_finds_another_functions_secret(backend_server: Server) -> N
             seen_self += 1
     assert seen_self == 2 * ROUNDS
     assert not leaked, f"found other functions' secrets: {leaked[:3]}"
-    assert "Traceback" not in backend_server.log()
+    assert "Traceback" not in server_per_backend.log()
 
 
 def _attack(lam, scanner: str, canaries: list[str]) -> list[str]:  # noqa: ANN001

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 
 import pytest
-from conftest import Server, create_function, make_zip, start_server, unique
+from conftest import Server, create_function, make_zip, unique
 
 pytestmark = pytest.mark.skipif(
     not os.access("/usr/bin/lxcfs", os.X_OK), reason="lxcfs is not installed (make install)"
@@ -25,17 +24,8 @@ def handler(event, context):
 )
 
 
-@pytest.fixture(scope="module", params=["zygote", "bwrap"])
-def proc_server(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Server]:  # noqa: ANN001
-    server = start_server(
-        tmp_path_factory.mktemp(f"proc-{request.param}") / "data", "--sandbox", request.param
-    )
-    yield server
-    server.kill()
-
-
-def test_meminfo_shows_the_functions_memory(proc_server: Server) -> None:
-    lam = proc_server.client("lambda")
+def test_meminfo_shows_the_functions_memory(server_per_backend: Server) -> None:
+    lam = server_per_backend.client("lambda")
     name = unique("meminfo")
     create_function(lam, name, READER, MemorySize=256)
     response = lam.invoke(FunctionName=name)
@@ -43,4 +33,4 @@ def test_meminfo_shows_the_functions_memory(proc_server: Server) -> None:
     seen = json.loads(response["Payload"].read())
     assert seen["MemTotal"] == f"{256 * 1024} kB", seen
     assert int(seen["MemFree"].split()[0]) <= 256 * 1024
-    assert "sees the host's /proc/meminfo" not in proc_server.log()
+    assert "sees the host's /proc/meminfo" not in server_per_backend.log()

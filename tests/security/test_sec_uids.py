@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
 import pytest
-from conftest import Server, create_function, make_zip, start_server, unique
+from conftest import Server, create_function, make_zip, unique
 
 from lambdahost.sandbox.uids import UidPool
 
@@ -37,18 +36,10 @@ def handler(event, context):
 )
 
 
-@pytest.fixture(scope="module", params=["zygote", "bwrap"])
-def uid_server(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Server]:  # noqa: ANN001
-    server = start_server(tmp_path_factory.mktemp(f"uids-{request.param}") / "data",
-                          "--sandbox", request.param)  # fmt: skip
-    yield server
-    server.kill()
-
-
 def test_one_function_exhausting_a_per_uid_limit_does_not_affect_another(
-    uid_server: Server,
+    server_per_backend: Server,
 ) -> None:
-    lam = uid_server.client("lambda")
+    lam = server_per_backend.client("lambda")
     hoarder, other = unique("hoarder"), unique("other")
     create_function(lam, hoarder, HOARDER, Timeout=30)
     create_function(lam, other, HOARDER, Timeout=30)
