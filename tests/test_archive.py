@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdahost.control.archive import UNZIP_FAILED, ArchiveError, unpack_zip
+from lambdahost.control.lambda_.archive import UNZIP_FAILED, ArchiveError, unpack_zip
 
 MB = 1024 * 1024
 FILE = stat.S_IFREG

@@ -13,7 +13,7 @@ import pytest
 from conftest import Server, create_function, make_zip, unique
 from test_function_urls import make_public, url_id
 
-from lambdahost.api import eventstream
+from lambdahost.api.lambda_ import eventstream
 
 NODE_STREAMER = make_zip(
     {

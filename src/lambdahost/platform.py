@@ -8,14 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lambdahost.config import Settings, prepare_data_dir
-from lambdahost.control.aliases import AliasService
-from lambdahost.control.concurrency import ConcurrencyService
-from lambdahost.control.event_configs import EventConfigService
-from lambdahost.control.functions import FunctionService
-from lambdahost.control.layers import LayerService
-from lambdahost.control.permissions import PermissionService
-from lambdahost.control.urls import UrlService
-from lambdahost.control.versions import VersionService
+from lambdahost.control.lambda_.aliases import AliasService
+from lambdahost.control.lambda_.concurrency import ConcurrencyService
+from lambdahost.control.lambda_.event_configs import EventConfigService
+from lambdahost.control.lambda_.functions import FunctionService
+from lambdahost.control.lambda_.layers import LayerService
+from lambdahost.control.lambda_.permissions import PermissionService
+from lambdahost.control.lambda_.urls import UrlService
+from lambdahost.control.lambda_.versions import VersionService
 from lambdahost.invoke.capacity import (
     HostCapacity,
     StartGate,

@@ -14,11 +14,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from lambdahost.api import function_urls, logs, sigv4, sts
+from lambdahost.api import logs, sigv4, sts
 from lambdahost.api.bodies import UnverifiedBodies, expected_size, read_body
-from lambdahost.api.codeurls import PREFIX as CODE_PREFIX
-from lambdahost.api.codeurls import CodeUrls
-from lambdahost.api.handlers import Call, load_all
+from lambdahost.api.lambda_ import function_urls
+from lambdahost.api.lambda_.codeurls import PREFIX as CODE_PREFIX
+from lambdahost.api.lambda_.codeurls import CodeUrls
+from lambdahost.api.lambda_.handlers import Call, load_all
 from lambdahost.api.model import (
     Router,
     WireResponse,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lambdahost.control import rules
+from lambdahost.control.lambda_ import rules
 from lambdahost.errors import LambdaError, RequestTooLarge
 
 __all__ = ["body_limit"]

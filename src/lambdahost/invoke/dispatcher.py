@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from lambdahost.config import Settings
-from lambdahost.control.event_configs import EventConfigService
+from lambdahost.control.lambda_.event_configs import EventConfigService
 from lambdahost.errors import ResourceConflict, ResourceNotFound, ServiceError, TooManyRequests
 from lambdahost.invoke.destinations import Destinations, record
 from lambdahost.invoke.model import InvokeRequest, InvokeResult

@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from lambdahost.control.aliases import AliasService
-from lambdahost.control.concurrency import ConcurrencyService
+from lambdahost.control.lambda_.aliases import AliasService
+from lambdahost.control.lambda_.concurrency import ConcurrencyService
 from lambdahost.errors import LambdaError, TooManyRequests
 from lambdahost.invoke.model import FunctionSpec
 from lambdahost.invoke.pool import EnvironmentPool

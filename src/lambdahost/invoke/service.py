@@ -17,8 +17,8 @@ from typing import Any
 
 from lambdahost.config import Settings
 from lambdahost.control import jsontext
-from lambdahost.control.aliases import AliasService, pick_version
-from lambdahost.control.functions import FunctionService, FunctionVersion
+from lambdahost.control.lambda_.aliases import AliasService, pick_version
+from lambdahost.control.lambda_.functions import FunctionService, FunctionVersion
 from lambdahost.errors import (
     InvalidParameterValue,
     InvalidRequestContent,

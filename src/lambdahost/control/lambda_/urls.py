@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lambdahost.control.functions import LATEST, FunctionService
-from lambdahost.control.paging import page
+from lambdahost.control.lambda_.functions import LATEST, FunctionService
+from lambdahost.control.lambda_.paging import page
 from lambdahost.errors import (
     InvalidParameterValue,
     ResourceConflict,

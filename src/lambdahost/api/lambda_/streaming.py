@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 from starlette.responses import StreamingResponse
 
-from lambdahost.api import eventstream
-from lambdahost.api.handlers import Call, Output, operation
+from lambdahost.api.lambda_ import eventstream
+from lambdahost.api.lambda_.handlers import Call, Output, operation
 from lambdahost.control import jsontext
 from lambdahost.invoke.model import InvokeResult
 from lambdahost.invoke.service import log_tail

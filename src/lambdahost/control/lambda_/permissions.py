@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lambdahost.control.functions import LATEST, FunctionService, check_revision
+from lambdahost.control.lambda_.functions import LATEST, FunctionService, check_revision
 from lambdahost.errors import InvalidParameterValue, LambdaError, ResourceConflict, ResourceNotFound
 from lambdahost.store.tables import FunctionPolicyRow, FunctionRow, VersionRow
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from lambdahost.control.clock import now_ms
-from lambdahost.control.log_syntax import (
+from lambdahost.control.logs.syntax import (
     HEAD,
     TAIL,
     FilterPattern,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 
-from lambdahost.api.handlers import Call, Output, operation
-from lambdahost.control.paging import page
+from lambdahost.api.lambda_.handlers import Call, Output, operation
+from lambdahost.control.lambda_.paging import page
 
 
 @operation("PutProvisionedConcurrencyConfig")

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lambdahost.control.functions import LATEST, FunctionService, check_revision
-from lambdahost.control.paging import page
+from lambdahost.control.lambda_.functions import LATEST, FunctionService, check_revision
+from lambdahost.control.lambda_.paging import page
 from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
 from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
 

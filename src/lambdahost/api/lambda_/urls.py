@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 
-from lambdahost.api.handlers import Call, Output, operation
+from lambdahost.api.lambda_.handlers import Call, Output, operation
 
 
 def _port(call: Call) -> int | None:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from lambdahost.control.clock import last_modified
-from lambdahost.control.functions import LATEST, FunctionService
+from lambdahost.control.lambda_.functions import LATEST, FunctionService
 from lambdahost.errors import InvalidParameterValue, ResourceNotFound
 from lambdahost.store.tables import FunctionRow, ProvisionedConfigRow
 

@@ -6,7 +6,7 @@ import base64
 
 from starlette.concurrency import run_in_threadpool
 
-from lambdahost.api.handlers import Call, Output, operation
+from lambdahost.api.lambda_.handlers import Call, Output, operation
 
 
 def _with_location(call: Call, info: Output) -> Output:

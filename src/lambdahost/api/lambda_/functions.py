@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 
-from lambdahost.api.handlers import Call, Output, operation
+from lambdahost.api.lambda_.handlers import Call, Output, operation
 
 
 @operation("CreateFunction")

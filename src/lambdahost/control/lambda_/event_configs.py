@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lambdahost.config import Settings
-from lambdahost.control.functions import LATEST, FunctionService
-from lambdahost.control.paging import page
+from lambdahost.control.lambda_.functions import LATEST, FunctionService
+from lambdahost.control.lambda_.paging import page
 from lambdahost.errors import InvalidParameterValue, ResourceNotFound
 from lambdahost.store.tables import EventInvokeConfigRow, FunctionRow
 

@@ -15,11 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lambdahost.config import Settings
-from lambdahost.control import rules
-from lambdahost.control.archive import ArchiveError, UnpackedArchive, unpack_zip
 from lambdahost.control.clock import last_modified
-from lambdahost.control.functions import check_revision, tree_size
-from lambdahost.control.paging import page
+from lambdahost.control.lambda_ import rules
+from lambdahost.control.lambda_.archive import ArchiveError, UnpackedArchive, unpack_zip
+from lambdahost.control.lambda_.functions import check_revision, tree_size
+from lambdahost.control.lambda_.paging import page
 from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
 from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from lambdahost.api.codeurls import CodeUrls
+from lambdahost.api.lambda_.codeurls import CodeUrls
 from lambdahost.platform import Platform
 
 Output = dict[str, Any]
@@ -45,7 +45,7 @@ def operation(name: str) -> Callable[[Handler], Handler]:
 
 def load_all() -> dict[str, Handler]:
     """Import every handler module (they register themselves) and return the registry."""
-    from lambdahost.api.handlers import (  # noqa: F401
+    from lambdahost.api.lambda_ import (  # noqa: F401
         concurrency,
         event_configs,
         functions,

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from lambdahost.control.clock import last_modified
-from lambdahost.control.functions import LATEST, FunctionService, check_revision
-from lambdahost.control.paging import page
+from lambdahost.control.lambda_.functions import LATEST, FunctionService, check_revision
+from lambdahost.control.lambda_.paging import page
 from lambdahost.errors import PreconditionFailed, ResourceConflict, ResourceNotFound
 from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
 

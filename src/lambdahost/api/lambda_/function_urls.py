@@ -33,9 +33,9 @@ from starlette.responses import Response, StreamingResponse
 
 from lambdahost.api import sigv4
 from lambdahost.api.bodies import Body, UnverifiedBodies, expected_size, read_body
-from lambdahost.api.url_responses import UrlRejection, http_response, rejection_for
-from lambdahost.control.permissions import INVOKE_FUNCTION, INVOKE_FUNCTION_URL
-from lambdahost.control.urls import FunctionUrl
+from lambdahost.api.lambda_.url_responses import UrlRejection, http_response, rejection_for
+from lambdahost.control.lambda_.permissions import INVOKE_FUNCTION, INVOKE_FUNCTION_URL
+from lambdahost.control.lambda_.urls import FunctionUrl
 from lambdahost.errors import LambdaError
 from lambdahost.platform import Platform
 
@@ -88,7 +88,7 @@ class FunctionUrlFrontend:
             body, caller = await self._read_and_authorize(url, request, pending)
             event = self._event(url, target, request, body, caller, request_id)
             if url.invoke_mode == "RESPONSE_STREAM":
-                from lambdahost.api.url_streaming import invoke_streaming
+                from lambdahost.api.lambda_.url_streaming import invoke_streaming
 
                 invoker = self.platform.invoker
                 status, headers, content, request_id = await invoke_streaming(invoker, url, event)

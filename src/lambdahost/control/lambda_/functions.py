@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lambdahost.config import Settings
-from lambdahost.control import rules
-from lambdahost.control.archive import ArchiveError, unpack_zip
 from lambdahost.control.clock import last_modified, now_ms
-from lambdahost.control.names import FunctionRef, function_arn, parse_function
+from lambdahost.control.lambda_ import rules
+from lambdahost.control.lambda_.archive import ArchiveError, unpack_zip
+from lambdahost.control.lambda_.names import FunctionRef, function_arn, parse_function
 from lambdahost.errors import (
     InvalidParameterValue,
     PreconditionFailed,

@@ -15,8 +15,8 @@ from botocore.model import OperationNotFoundError
 
 from lambdahost.api.model import WireResponse, service_model, validate
 from lambdahost.control import jsontext
-from lambdahost.control.log_syntax import InvalidParameter
-from lambdahost.control.logs import OPERATIONS, LogService
+from lambdahost.control.logs.service import OPERATIONS, LogService
+from lambdahost.control.logs.syntax import InvalidParameter
 from lambdahost.errors import LambdaError, NotImplementedOperation, ServiceError, ValidationError
 from lambdahost.platform import Platform
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lambdahost.api.handlers import Call, Output, operation
+from lambdahost.api.lambda_.handlers import Call, Output, operation
 
 
 @operation("Invoke")

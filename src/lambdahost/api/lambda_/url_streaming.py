@@ -14,9 +14,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from lambdahost.api import url_responses as urls
+from lambdahost.api.lambda_ import url_responses as urls
 from lambdahost.control import jsontext
-from lambdahost.control.urls import FunctionUrl
+from lambdahost.control.lambda_.urls import FunctionUrl
 from lambdahost.errors import LambdaError
 from lambdahost.invoke.service import Invoker
 from lambdahost.invoke.streaming import HTTP_INTEGRATION_TYPE, ResponseStream

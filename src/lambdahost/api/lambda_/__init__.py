@@ -1,0 +1,1 @@
+"""The Lambda API: one small handler per operation, and the function URL front door."""

@@ -1,0 +1,1 @@
+"""CloudWatch Logs: groups, streams, events, retention and filter patterns."""
