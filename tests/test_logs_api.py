@@ -432,11 +432,12 @@ def test_sts_get_caller_identity(server: Server) -> None:
     assert json.loads(result.stdout)["Account"] == "000000000000"
 
 
-def test_sts_unknown_action_is_a_query_error(server: Server) -> None:
+def test_sts_operation_not_built_is_a_query_error(server: Server) -> None:
     sts = server.client("sts")
     with pytest.raises(ClientError) as info:
         sts.get_session_token()
-    assert info.value.response["Error"]["Code"] == "InvalidAction"
+    assert info.value.response["Error"]["Code"] == "NotImplementedException"
+    assert "GetSessionToken" in info.value.response["Error"]["Message"]
 
 
 # --- a real function's logs -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from conftest import ROLE, Server, make_zip, start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lambdahost.api.model import service_model
+from lambdahost.api.wire import service_model
 
 EXAMPLES = int(os.environ.get("LAMBDAHOST_FUZZ_EXAMPLES", "40"))
 RANDOM = os.environ.get("LAMBDAHOST_FUZZ_RANDOM") == "1"

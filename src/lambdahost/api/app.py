@@ -1,4 +1,4 @@
-"""The HTTP front door: one ASGI app for the Lambda REST API (and later Logs and STS)."""
+"""The HTTP front door: one ASGI app serving every service on one endpoint."""
 
 from __future__ import annotations
 
@@ -14,22 +14,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from lambdahost.api import logs, sigv4, sts
+from lambdahost.api import sigv4
 from lambdahost.api.bodies import UnverifiedBodies, expected_size, read_body
 from lambdahost.api.lambda_ import function_urls
 from lambdahost.api.lambda_.codeurls import PREFIX as CODE_PREFIX
 from lambdahost.api.lambda_.codeurls import CodeUrls
-from lambdahost.api.lambda_.handlers import Call, load_all
-from lambdahost.api.model import (
-    Router,
-    WireResponse,
-    error_response,
-    parse_request,
-    serialize_response,
-    service_model,
-)
-from lambdahost.control.request_limits import body_limit
-from lambdahost.errors import LambdaError, NotImplementedOperation, ServiceError
+from lambdahost.api.protocols.base import Resolved
+from lambdahost.api.routing import ServiceRouter
+from lambdahost.api.service import Call, ServiceApi
+from lambdahost.api.services import all_services
+from lambdahost.api.wire import Head, WireResponse
+from lambdahost.errors import LambdaError, ServiceError
 from lambdahost.platform import Platform
 
 log = logging.getLogger("lambdahost.api")
@@ -39,35 +34,43 @@ class AuthFailure(LambdaError):
     status = 403
 
 
-class LambdaApi:
+class Gateway:
+    """Every API request: the service by protocol, SigV4, the body within the operation's
+    limit, the operation's handler, and the answer or error in the service's protocol."""
+
     def __init__(self, platform: Platform) -> None:
-        self.platform = platform
-        self.router = Router(service_model("lambda"))
+        self.settings = platform.settings
+        self.blobs = platform.blobs
         self.code_urls = CodeUrls()
-        self.handlers = load_all()
+        self.router = ServiceRouter(all_services(platform, self.code_urls))
         creds = platform.settings.credentials
         self._secrets = {creds.access_key_id: creds.secret_access_key}
         self.unverified = UnverifiedBodies()
-        self.function_urls = function_urls.FunctionUrlFrontend(platform, self.unverified)
+        self.function_urls = function_urls.FunctionUrlFrontend(
+            platform.settings,
+            platform.urls,
+            platform.permissions,
+            platform.invoker,
+            self.unverified,
+        )
 
     async def handle(self, request: Request) -> Response:
         # Function URL requests have their own auth rules: route them before SigV4.
         if (url_target := function_urls.target_of(request)) is not None:
             return await self.function_urls.handle(request, url_target)
         request_id = str(uuid.uuid4())
-        service = _service_of(request)
+        head = _head(request)
+        service, resolved = self.router.route(head)
         try:
-            wire, extra = await self._handle(request, service)
+            wire, extra = await self._handle(request, head, service, resolved, request_id)
         except LambdaError as exc:
-            wire, extra = _render_error(service, exc), {}
+            wire, extra = service.protocol.error(exc, request_id), {}
         except Exception:
             log.exception("internal error in request %s %s", request.method, request.url.path)
-            wire = error_response(
-                ServiceError(
-                    f"An internal error occurred (request {request_id}); see the server log."
-                )
+            error = ServiceError(
+                f"An internal error occurred (request {request_id}); see the server log."
             )
-            extra = {}
+            wire, extra = service.protocol.error(error, request_id), {}
         if isinstance(wire, Response):  # a handler's own (streamed) response
             wire.headers.update({"x-amzn-RequestId": request_id, **extra})
             return wire
@@ -75,49 +78,37 @@ class LambdaApi:
         return Response(wire.body, wire.status, headers=headers, media_type=wire.content_type)
 
     async def _handle(
-        self, request: Request, service: str
+        self,
+        request: Request,
+        head: Head,
+        service: ServiceApi,
+        resolved: Resolved | None,
+        request_id: str,
     ) -> tuple[WireResponse | Response, dict[str, str]]:
-        raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         query_string = request.scope.get("query_string", b"").decode("latin-1")
         # The signed head first: nothing of the body is read for a request that fails it.
-        pending = self._begin_auth(request, raw_path, query_string, service)
-        target = request.headers.get("x-amz-target", "")
-        query = parse_qs(query_string, keep_blank_values=True)
-        found = None
-        if service == "logs":
-            operation: str | None = target[len(logs.TARGET_PREFIX) :]
-        elif service == "sts":
-            operation = "GetCallerIdentity"
-        else:
-            found = self.router.match(request.method, raw_path, query)
-            operation = found[0].name if found is not None else None
-        body = await self._read_body(request, pending, *body_limit(service, operation))
-        if service == "logs":
-            return await logs.handle(self.platform, target[len(logs.TARGET_PREFIX) :], body), {}
-        if service == "sts":
-            return await sts.handle(self.platform, body), {}
-        if found is None:
+        pending = self._begin_auth(request, head.path, query_string, service.signing_name)
+        limit, too_large = service.body_limit(resolved.name if resolved else None)
+        body = await self._read_body(request, pending, limit, too_large)
+        if resolved is None:
             raise LambdaError(
-                f"No Lambda operation matches {request.method} {raw_path}",
+                f"No {service.model.metadata['serviceId']} operation matches "
+                f"{request.method} {head.path}",
                 code="UnknownOperationException",
                 status=404,
             )
-        route, labels = found
-        handler = self.handlers.get(route.name)
-        if handler is None:
-            raise NotImplementedOperation(f"lambdahost does not implement {route.name} yet.")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        params = parse_request(route, labels, query, headers, body)
-        call = Call(self.platform, params, _base_url(request), self.code_urls)
+        name, params = service.protocol.parse(resolved, head, body)
+        handler = service.handlers[name]  # parse refuses operations without one
+        call = Call(params, _base_url(request))
         output = await handler(call)
         if call.raw_response is not None:
             return call.raw_response, call.response_headers
-        return serialize_response(route, output), call.response_headers
+        return service.protocol.serialize(name, output, request_id), call.response_headers
 
     def _begin_auth(
         self, request: Request, path: str, query: str, service: str
     ) -> sigv4.PendingSignature | None:
-        if not self.platform.settings.auth:
+        if not self.settings.auth:
             return None
         head = sigv4.SignedRequest(
             method=request.method,
@@ -129,7 +120,7 @@ class LambdaApi:
         )
         try:
             return sigv4.begin(
-                head, self._secrets.get, region=self.platform.settings.region, service=service
+                head, self._secrets.get, region=self.settings.region, service=service
             )
         except sigv4.AuthError as exc:
             raise AuthFailure(exc.message, code=exc.code, status=exc.status) from None
@@ -162,7 +153,7 @@ class LambdaApi:
                 403,
                 media_type="application/xml",
             )
-        path = self.platform.blobs.path(digest)
+        path = self.blobs.path(digest)
         if not path.exists():
             return Response(
                 b"<Error><Code>NoSuchKey</Code></Error>", 404, media_type="application/xml"
@@ -170,33 +161,15 @@ class LambdaApi:
         return Response(path.read_bytes(), media_type="application/zip")
 
 
-def _service_of(request: Request) -> str:
-    """Which service a request is for, from what routes it (its signature must agree)."""
-    if request.headers.get("x-amz-target", "").startswith(logs.TARGET_PREFIX):
-        return "logs"
-    path = request.scope.get("raw_path", b"") or request.url.path.encode()
-    if path == b"/" and request.method == "POST":
-        return "sts"
-    return "lambda"
-
-
-def _render_error(service: str, error: LambdaError) -> WireResponse:
-    """An error in the envelope of the protocol the client speaks."""
-    if service == "logs":
-        return logs.json_error(error)
-    if service == "sts":
-        code = _QUERY_AUTH_CODES.get(error.code, error.code)
-        return sts.query_error(code, error.message, error.status)
-    return error_response(error)
-
-
-# The query protocol (STS) names the authentication failures differently.
-_QUERY_AUTH_CODES = {
-    "MissingAuthenticationTokenException": "MissingAuthenticationToken",
-    "IncompleteSignatureException": "IncompleteSignature",
-    "InvalidSignatureException": "SignatureDoesNotMatch",
-    "UnrecognizedClientException": "InvalidClientTokenId",
-}
+def _head(request: Request) -> Head:
+    raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+    query_string = request.scope.get("query_string", b"").decode("latin-1")
+    return Head(
+        request.method,
+        raw_path,
+        parse_qs(query_string, keep_blank_values=True),
+        {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]},
+    )
 
 
 def _base_url(request: Request) -> str:
@@ -205,11 +178,11 @@ def _base_url(request: Request) -> str:
 
 
 class FrontDoor:
-    """The ASGI entry point. API requests go straight to `LambdaApi.handle`, which renders
+    """The ASGI entry point. API requests go straight to `Gateway.handle`, which renders
     every error itself, skipping Starlette's router and middleware on the hot path;
     Starlette serves the rest (lifespan, code downloads)."""
 
-    def __init__(self, api: LambdaApi, app: Starlette) -> None:
+    def __init__(self, api: Gateway, app: Starlette) -> None:
         self.api = api
         self.app = app
 
@@ -222,7 +195,7 @@ class FrontDoor:
 
 
 def create_app(platform: Platform) -> FrontDoor:
-    api = LambdaApi(platform)
+    api = Gateway(platform)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -107,6 +107,19 @@ def verify(
     return pending.finish(digest)
 
 
+_SCOPE_SERVICE = re.compile(r"Credential=[^/,\s]*/[^/]*/[^/]*/([^/,\s]+)/")
+
+
+def scoped_service(headers: dict[str, str], query: dict[str, list[str]]) -> str | None:
+    """The service a request's credential scope names, unverified: which service a request
+    to `/` is for (`begin` then proves it). None when the request is not signed."""
+    found = _SCOPE_SERVICE.search(headers.get("authorization", ""))
+    if found is not None:
+        return found.group(1)
+    parts = query.get("X-Amz-Credential", [""])[0].split("/")
+    return parts[3] if len(parts) == 5 else None
+
+
 def begin(
     request: SignedRequest,
     secret_for: Callable[[str], str | None],

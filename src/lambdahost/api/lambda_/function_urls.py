@@ -34,10 +34,15 @@ from starlette.responses import Response, StreamingResponse
 from lambdahost.api import sigv4
 from lambdahost.api.bodies import Body, UnverifiedBodies, expected_size, read_body
 from lambdahost.api.lambda_.url_responses import UrlRejection, http_response, rejection_for
-from lambdahost.control.lambda_.permissions import INVOKE_FUNCTION, INVOKE_FUNCTION_URL
-from lambdahost.control.lambda_.urls import FunctionUrl
+from lambdahost.config import Settings
+from lambdahost.control.lambda_.permissions import (
+    INVOKE_FUNCTION,
+    INVOKE_FUNCTION_URL,
+    PermissionService,
+)
+from lambdahost.control.lambda_.urls import FunctionUrl, UrlService
 from lambdahost.errors import LambdaError
-from lambdahost.platform import Platform
+from lambdahost.invoke.service import Invoker
 
 log = logging.getLogger("lambdahost.api.urls")
 PATH_PREFIX = "/_lambdahost/url/"
@@ -68,9 +73,19 @@ def target_of(request: Request) -> Target | None:
 
 
 class FunctionUrlFrontend:
-    def __init__(self, platform: Platform, unverified: UnverifiedBodies | None = None) -> None:
-        self.platform = platform
-        creds = platform.settings.credentials
+    def __init__(
+        self,
+        settings: Settings,
+        urls: UrlService,
+        permissions: PermissionService,
+        invoker: Invoker,
+        unverified: UnverifiedBodies | None = None,
+    ) -> None:
+        self.settings = settings
+        self.urls = urls
+        self.permissions = permissions
+        self.invoker = invoker
+        creds = settings.credentials
         self._secrets = {creds.access_key_id: creds.secret_access_key}
         # Bodies of AWS_IAM requests whose signature is not yet proven (shared with the API).
         self.unverified = unverified or UnverifiedBodies()
@@ -90,8 +105,9 @@ class FunctionUrlFrontend:
             if url.invoke_mode == "RESPONSE_STREAM":
                 from lambdahost.api.lambda_.url_streaming import invoke_streaming
 
-                invoker = self.platform.invoker
-                status, headers, content, request_id = await invoke_streaming(invoker, url, event)
+                status, headers, content, request_id = await invoke_streaming(
+                    self.invoker, url, event
+                )
             else:
                 status, headers, content, request_id = await self._invoke(url, event)
         except UrlRejection as exc:
@@ -112,9 +128,9 @@ class FunctionUrlFrontend:
         return response
 
     async def _find(self, target: Target) -> FunctionUrl:
-        if target.region is not None and target.region != self.platform.settings.region:
+        if target.region is not None and target.region != self.settings.region:
             raise UrlRejection(404, "Not Found")
-        url = await run_in_threadpool(self.platform.urls.find, target.url_id)
+        url = await run_in_threadpool(self.urls.find, target.url_id)
         if url is None:
             raise UrlRejection(404, "Not Found")
         return url
@@ -122,7 +138,7 @@ class FunctionUrlFrontend:
     # -- auth -----------------------------------------------------------------------------
 
     def _begin_auth(self, url: FunctionUrl, request: Request) -> sigv4.PendingSignature | None:
-        if url.auth_type != "AWS_IAM" or not self.platform.settings.auth:
+        if url.auth_type != "AWS_IAM" or not self.settings.auth:
             return None
         head = sigv4.SignedRequest(
             method=request.method,
@@ -132,7 +148,7 @@ class FunctionUrlFrontend:
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
             ],
         )
-        settings = self.platform.settings
+        settings = self.settings
         try:
             return sigv4.begin(head, self._secrets.get, region=settings.region, service="lambda")
         except sigv4.AuthError as exc:
@@ -146,7 +162,7 @@ class FunctionUrlFrontend:
             self._check_public(url)
             return (await _read_body(request)).data, None
         if pending is None:  # authentication is off
-            root = self.platform.settings.credentials.access_key_id
+            root = self.settings.credentials.access_key_id
             return (await _read_body(request)).data, root
         async with self.unverified.admit(expected_size(request, REQUEST_MAX)):
             body = await _read_body(request, digest=pending.needs_body_hash)
@@ -161,7 +177,7 @@ class FunctionUrlFrontend:
             "lambda:FunctionUrlAuthType": "NONE",
             "lambda:InvokedViaFunctionUrl": "true",
         }
-        permissions = self.platform.permissions
+        permissions = self.permissions
         for action in (INVOKE_FUNCTION_URL, INVOKE_FUNCTION):
             if not permissions.allows_public(url.function_name, url.qualifier, action, context):
                 raise UrlRejection(403, "Forbidden")
@@ -177,7 +193,7 @@ class FunctionUrlFrontend:
         caller: str | None,
         request_id: str,
     ) -> dict[str, Any]:
-        settings = self.platform.settings
+        settings = self.settings
         headers: dict[str, str] = {}
         cookies: list[str] = []
         for raw_name, raw_value in request.scope["headers"]:
@@ -257,7 +273,7 @@ class FunctionUrlFrontend:
         self, url: FunctionUrl, event: dict[str, Any]
     ) -> tuple[int, list[tuple[str, str]], bytes, str]:
         try:
-            outcome = await self.platform.invoker.invoke(
+            outcome = await self.invoker.invoke(
                 url.function_name,
                 qualifier=url.qualifier or None,
                 payload=json.dumps(event).encode(),

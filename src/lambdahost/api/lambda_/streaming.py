@@ -13,34 +13,38 @@ from collections.abc import AsyncIterator
 from starlette.responses import StreamingResponse
 
 from lambdahost.api.lambda_ import eventstream
-from lambdahost.api.lambda_.handlers import Call, Output, operation
+from lambdahost.api.service import Call, Output, operation
 from lambdahost.control import jsontext
 from lambdahost.invoke.model import InvokeResult
-from lambdahost.invoke.service import log_tail
+from lambdahost.invoke.service import Invoker, log_tail
 from lambdahost.invoke.streaming import ResponseStream
 
 
-@operation("InvokeWithResponseStream")
-async def invoke_with_response_stream(call: Call) -> Output:
-    p = call.params
-    outcome, stream = await call.platform.invoker.invoke_stream(
-        p["FunctionName"],
-        qualifier=p.get("Qualifier"),
-        payload=p.get("Payload") or b"",
-        dry_run=p.get("InvocationType") == "DryRun",
-        client_context=p.get("ClientContext"),
-    )
-    call.response_headers["x-amzn-RequestId"] = outcome.request_id
-    if stream is None:
-        return {"StatusCode": outcome.status}
-    headers = {"X-Amz-Executed-Version": outcome.executed_version or "$LATEST"}
-    call.raw_response = StreamingResponse(
-        events(stream, tail=p.get("LogType") == "Tail"),
-        200,
-        headers=headers,
-        media_type=eventstream.CONTENT_TYPE,
-    )
-    return {}
+class StreamingHandlers:
+    def __init__(self, invoker: Invoker) -> None:
+        self.invoker = invoker
+
+    @operation("InvokeWithResponseStream")
+    async def invoke_with_response_stream(self, call: Call) -> Output:
+        p = call.params
+        outcome, stream = await self.invoker.invoke_stream(
+            p["FunctionName"],
+            qualifier=p.get("Qualifier"),
+            payload=p.get("Payload") or b"",
+            dry_run=p.get("InvocationType") == "DryRun",
+            client_context=p.get("ClientContext"),
+        )
+        call.response_headers["x-amzn-RequestId"] = outcome.request_id
+        if stream is None:
+            return {"StatusCode": outcome.status}
+        headers = {"X-Amz-Executed-Version": outcome.executed_version or "$LATEST"}
+        call.raw_response = StreamingResponse(
+            events(stream, tail=p.get("LogType") == "Tail"),
+            200,
+            headers=headers,
+            media_type=eventstream.CONTENT_TYPE,
+        )
+        return {}
 
 
 async def events(stream: ResponseStream, *, tail: bool) -> AsyncIterator[bytes]:

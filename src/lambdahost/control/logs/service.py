@@ -1,7 +1,7 @@
 """CloudWatch Logs rules and queries: groups, streams, events, retention, filter patterns.
 
-Operations take and return the wire members (camelCase dicts) so `api/logs.py` only decodes
-and encodes. Reads go straight to the database; event writes go through the `LogStore`
+Operations take and return the wire members (camelCase dicts) so `api/logs/` only maps
+operations to methods. Reads go straight to the database; event writes go through the `LogStore`
 writer thread, the one place that creates groups and streams on the invoke path."""
 
 from __future__ import annotations
@@ -489,18 +489,3 @@ def _last_index(values: Sequence[int], predicate: Callable[[int], bool]) -> int 
         if predicate(value):
             found = i
     return found
-
-
-OPERATIONS: dict[str, Callable[[LogService, dict[str, Any]], dict[str, Any]]] = {
-    "CreateLogGroup": LogService.create_log_group,
-    "DeleteLogGroup": LogService.delete_log_group,
-    "DescribeLogGroups": LogService.describe_log_groups,
-    "PutRetentionPolicy": LogService.put_retention_policy,
-    "DeleteRetentionPolicy": LogService.delete_retention_policy,
-    "CreateLogStream": LogService.create_log_stream,
-    "DeleteLogStream": LogService.delete_log_stream,
-    "DescribeLogStreams": LogService.describe_log_streams,
-    "PutLogEvents": LogService.put_log_events,
-    "GetLogEvents": LogService.get_log_events,
-    "FilterLogEvents": LogService.filter_log_events,
-}
