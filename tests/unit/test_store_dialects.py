@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
 from pg import PostgresServer, postgresql_fixture
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +36,7 @@ from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
 from lambdahost.store.logs import DAY_MS, LogStore
 from lambdahost.store.tables import AliasRow, Base, LogEventRow, LogStreamRow
+from lambdahost.store.types import ESC, escape_nul, unescape_nul
 
 postgresql = postgresql_fixture()
 
@@ -130,6 +133,15 @@ def test_text_round_trips_nul_and_unusual_characters(db: Database) -> None:
         assert [r.description for r in rows] == odd
         assert [r.routing["note"] for r in rows] == odd
         assert s.get(AliasRow, ("f", "a0")) is not None
+
+
+@given(st.text(alphabet=st.sampled_from(["\x00", ESC, "0", "a", "\\"]) | st.characters()))
+def test_nul_escape_round_trips(value: str) -> None:
+    stored = escape_nul(value)
+    assert "\x00" not in stored
+    assert unescape_nul(stored) == value
+    if "\x00" not in value and ESC not in value:
+        assert stored is value  # the common case costs nothing
 
 
 def test_names_sort_byte_by_byte(db: Database) -> None:

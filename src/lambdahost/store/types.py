@@ -48,20 +48,15 @@ def unescape_nul(value: str) -> str:
     return "".join(out)
 
 
-class _PostgresText(TypeDecorator[str]):
-    """PostgreSQL's side of `Name` and `Message`: byte-order collation, NUL escaped."""
+class _PostgresString(TypeDecorator[str]):
+    """PostgreSQL's side of `Name`: byte-order collation, NUL escaped."""
 
-    impl = String
+    impl: Any = String
     cache_ok = True
 
     def __init__(self, length: int | None = None) -> None:
         super().__init__(length=length, collation="C")
         self.length = length  # part of the statement cache key
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if self.impl.length is None:  # type: ignore[attr-defined]
-            return dialect.type_descriptor(Text(collation="C"))
-        return dialect.type_descriptor(self.impl)
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         return None if value is None else escape_nul(value)
@@ -70,9 +65,15 @@ class _PostgresText(TypeDecorator[str]):
         return None if value is None else unescape_nul(value)
 
 
+class _PostgresText(_PostgresString):
+    """PostgreSQL's side of `Message`."""
+
+    impl = Text
+
+
 def Name(length: int) -> TypeEngine[str]:  # noqa: N802 - used like a type
     """A bounded string (names, ids, free text up to `length`)."""
-    return String(length).with_variant(_PostgresText(length), "postgresql")
+    return String(length).with_variant(_PostgresString(length), "postgresql")
 
 
 def Message() -> TypeEngine[str]:  # noqa: N802 - used like a type
