@@ -1,4 +1,9 @@
-"""The metadata database: SQLAlchemy 2 on SQLite (WAL) now, PostgreSQL by URL later."""
+"""The metadata database: SQLAlchemy 2 on SQLite (WAL) by default, or PostgreSQL by URL.
+
+`Database.in_dir(data_dir)` is the embedded store (a SQLite file in the data dir);
+`Database(url)` takes any SQLAlchemy URL: `postgresql+psycopg://user:pass@host/db` (plain
+`postgresql://` and `postgres://` mean psycopg 3 too). Everything in it is shared state:
+queries stay dialect-neutral, and `store/types.py` makes strings sort and store alike."""
 
 from __future__ import annotations
 
@@ -10,16 +15,23 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+# Held while migrating, so nodes of a cluster starting together migrate one at a time.
+_MIGRATION_LOCK_ID = 0x6C616D6264616831  # "lambdah1"
+
+
 class Database:
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url, connect_args=_connect_args(url))
-        if self.engine.dialect.name == "sqlite":
+    def __init__(self, url: str | URL) -> None:
+        url = database_url(url)
+        sqlite = url.get_backend_name() == "sqlite"
+        connect_args = {"check_same_thread": False, "timeout": 30} if sqlite else {}
+        self.engine: Engine = create_engine(url, connect_args=connect_args)
+        if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Bumped after every commit that changed a function, version or alias, so hot-path
@@ -41,6 +53,11 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Released at commit; a node that waited finds the schema current.
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                )
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
 
@@ -84,8 +101,13 @@ def _private_sqlite_files(path: Path) -> None:
                 os.chmod(file, 0o600)
 
 
-def _connect_args(url: str) -> dict[str, object]:
-    return {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
+def database_url(url: str | URL) -> URL:
+    """Parse a store URL; PostgreSQL without a driver means psycopg 3 (SQLAlchemy's default
+    would be psycopg2, which lambdahost does not ship)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

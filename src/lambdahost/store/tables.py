@@ -1,11 +1,16 @@
-"""The metadata schema. Changes here need a migration in `store/migrations/versions/`."""
+"""The metadata schema. Changes here need a migration in `store/migrations/versions/`.
+
+Column types come from `store/types.py`, so SQLite and PostgreSQL sort, compare and store
+strings alike."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, Float, Index, Integer, LargeBinary
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from lambdahost.store.types import Message, Name, RowId
 
 
 class Base(DeclarativeBase):
@@ -17,8 +22,8 @@ class FunctionRow(Base):
 
     __tablename__ = "functions"
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    arn: Mapped[str] = mapped_column(String(256), unique=True)
+    name: Mapped[str] = mapped_column(Name(64), primary_key=True)
+    arn: Mapped[str] = mapped_column(Name(256), unique=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     last_version: Mapped[int] = mapped_column(Integer, default=0)
@@ -33,11 +38,11 @@ class VersionRow(Base):
 
     __tablename__ = "function_versions"
 
-    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[str] = mapped_column(String(16), primary_key=True)
+    function_name: Mapped[str] = mapped_column(Name(64), primary_key=True)
+    version: Mapped[str] = mapped_column(Name(16), primary_key=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    code_sha256: Mapped[str] = mapped_column(String(64))  # hex; names the blob
-    revision_id: Mapped[str] = mapped_column(String(36))
+    code_sha256: Mapped[str] = mapped_column(Name(64))  # hex; names the blob
+    revision_id: Mapped[str] = mapped_column(Name(36))
     # Pending/InProgress transitions left unfinished by a crash are finished at start-up.
     settled: Mapped[bool] = mapped_column(default=True)
     layer_digests: Mapped[list[str]] = mapped_column(JSON, default=list)  # in /opt order
@@ -46,7 +51,7 @@ class VersionRow(Base):
 class LogGroupRow(Base):
     __tablename__ = "log_groups"
 
-    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    name: Mapped[str] = mapped_column(Name(512), primary_key=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
@@ -54,8 +59,8 @@ class LogGroupRow(Base):
 class LogStreamRow(Base):
     __tablename__ = "log_streams"
 
-    group_name: Mapped[str] = mapped_column(String(512), primary_key=True)
-    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    group_name: Mapped[str] = mapped_column(Name(512), primary_key=True)
+    name: Mapped[str] = mapped_column(Name(512), primary_key=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     first_event_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_event_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -69,23 +74,23 @@ class LogEventRow(Base):
         Index("ix_log_events_stream", "group_name", "stream_name", "id"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    group_name: Mapped[str] = mapped_column(String(512))
-    stream_name: Mapped[str] = mapped_column(String(512))
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    group_name: Mapped[str] = mapped_column(Name(512))
+    stream_name: Mapped[str] = mapped_column(Name(512))
     timestamp_ms: Mapped[int] = mapped_column(BigInteger)
     ingestion_ms: Mapped[int] = mapped_column(BigInteger)
-    message: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Message())
 
 
 class AliasRow(Base):
     __tablename__ = "aliases"
 
-    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    function_version: Mapped[str] = mapped_column(String(16))
-    description: Mapped[str] = mapped_column(String(256), default="")
+    function_name: Mapped[str] = mapped_column(Name(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Name(128), primary_key=True)
+    function_version: Mapped[str] = mapped_column(Name(16))
+    description: Mapped[str] = mapped_column(Name(256), default="")
     routing: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)  # version -> weight
-    revision_id: Mapped[str] = mapped_column(String(36))
+    revision_id: Mapped[str] = mapped_column(Name(36))
 
 
 class LayerVersionRow(Base):
@@ -93,14 +98,14 @@ class LayerVersionRow(Base):
 
     __tablename__ = "layer_versions"
 
-    layer_name: Mapped[str] = mapped_column(String(140), primary_key=True)
+    layer_name: Mapped[str] = mapped_column(Name(140), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     info: Mapped[dict[str, Any]] = mapped_column(JSON)  # the API's layer version fields
-    code_sha256: Mapped[str] = mapped_column(String(64))
+    code_sha256: Mapped[str] = mapped_column(Name(64))
     unzipped_bytes: Mapped[int] = mapped_column(BigInteger)
     deleted: Mapped[bool] = mapped_column(default=False)
     policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # statement id -> statement
-    policy_revision: Mapped[str] = mapped_column(String(36), default="")
+    policy_revision: Mapped[str] = mapped_column(Name(36), default="")
 
 
 class LayerRow(Base):
@@ -108,7 +113,7 @@ class LayerRow(Base):
 
     __tablename__ = "layers"
 
-    name: Mapped[str] = mapped_column(String(140), primary_key=True)
+    name: Mapped[str] = mapped_column(Name(140), primary_key=True)
     last_version: Mapped[int] = mapped_column(Integer, default=0)
 
 
@@ -117,10 +122,10 @@ class EventInvokeConfigRow(Base):
 
     __tablename__ = "event_invoke_configs"
 
-    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    qualifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    function_name: Mapped[str] = mapped_column(Name(64), primary_key=True)
+    qualifier: Mapped[str] = mapped_column(Name(128), primary_key=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    last_modified_s: Mapped[float] = mapped_column()
+    last_modified_s: Mapped[float] = mapped_column(Float)
 
 
 class AsyncEventRow(Base):
@@ -132,25 +137,25 @@ class AsyncEventRow(Base):
     __tablename__ = "async_events"
     __table_args__ = (Index("ix_async_events_due", "next_attempt_ms"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(String(36), unique=True)
-    function_name: Mapped[str] = mapped_column(String(64))
-    qualifier: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(Name(36), unique=True)
+    function_name: Mapped[str] = mapped_column(Name(64))
+    qualifier: Mapped[str | None] = mapped_column(Name(128), nullable=True)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     enqueued_ms: Mapped[int] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_ms: Mapped[int] = mapped_column(BigInteger)
     lease_until_ms: Mapped[int] = mapped_column(BigInteger, default=0)
-    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_owner: Mapped[str] = mapped_column(Name(64), default="")
 
 
 class ProvisionedConfigRow(Base):
     __tablename__ = "provisioned_concurrency"
 
-    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    qualifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    function_name: Mapped[str] = mapped_column(Name(64), primary_key=True)
+    qualifier: Mapped[str] = mapped_column(Name(128), primary_key=True)
     requested: Mapped[int] = mapped_column(Integer)
-    last_modified: Mapped[str] = mapped_column(String(40))
+    last_modified: Mapped[str] = mapped_column(Name(40))
 
 
 class FunctionUrlRow(Base):
@@ -158,14 +163,14 @@ class FunctionUrlRow(Base):
 
     __tablename__ = "function_urls"
 
-    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    qualifier: Mapped[str] = mapped_column(String(128), primary_key=True)
-    url_id: Mapped[str] = mapped_column(String(32), unique=True)
-    auth_type: Mapped[str] = mapped_column(String(16))
+    function_name: Mapped[str] = mapped_column(Name(64), primary_key=True)
+    qualifier: Mapped[str] = mapped_column(Name(128), primary_key=True)
+    url_id: Mapped[str] = mapped_column(Name(32), unique=True)
+    auth_type: Mapped[str] = mapped_column(Name(16))
     cors: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    invoke_mode: Mapped[str] = mapped_column(String(16), default="BUFFERED")
-    created: Mapped[str] = mapped_column(String(40))
-    last_modified: Mapped[str] = mapped_column(String(40))
+    invoke_mode: Mapped[str] = mapped_column(Name(16), default="BUFFERED")
+    created: Mapped[str] = mapped_column(Name(40))
+    last_modified: Mapped[str] = mapped_column(Name(40))
 
 
 class FunctionPolicyRow(Base):
@@ -173,7 +178,7 @@ class FunctionPolicyRow(Base):
 
     __tablename__ = "function_policies"
 
-    function_name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    qualifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    function_name: Mapped[str] = mapped_column(Name(64), primary_key=True)
+    qualifier: Mapped[str] = mapped_column(Name(128), primary_key=True)
     statements: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # in order
-    revision_id: Mapped[str] = mapped_column(String(36))
+    revision_id: Mapped[str] = mapped_column(Name(36))

@@ -7,6 +7,8 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from lambdahost.store.types import Name
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -20,27 +22,27 @@ def upgrade() -> None:
     )
     op.create_table(
         "aliases",
-        sa.Column("function_name", sa.String(64), primary_key=True),
-        sa.Column("name", sa.String(128), primary_key=True),
-        sa.Column("function_version", sa.String(16), nullable=False),
-        sa.Column("description", sa.String(256), nullable=False),
+        sa.Column("function_name", Name(64), primary_key=True),
+        sa.Column("name", Name(128), primary_key=True),
+        sa.Column("function_version", Name(16), nullable=False),
+        sa.Column("description", Name(256), nullable=False),
         sa.Column("routing", sa.JSON, nullable=False),
-        sa.Column("revision_id", sa.String(36), nullable=False),
+        sa.Column("revision_id", Name(36), nullable=False),
     )
     op.create_table(
         "layer_versions",
-        sa.Column("layer_name", sa.String(140), primary_key=True),
+        sa.Column("layer_name", Name(140), primary_key=True),
         sa.Column("version", sa.Integer, primary_key=True),
         sa.Column("info", sa.JSON, nullable=False),
-        sa.Column("code_sha256", sa.String(64), nullable=False),
+        sa.Column("code_sha256", Name(64), nullable=False),
         sa.Column("unzipped_bytes", sa.BigInteger, nullable=False),
         sa.Column("deleted", sa.Boolean, nullable=False),
         sa.Column("policy", sa.JSON, nullable=False),
-        sa.Column("policy_revision", sa.String(36), nullable=False),
+        sa.Column("policy_revision", Name(36), nullable=False),
     )
     op.create_table(
         "layers",
-        sa.Column("name", sa.String(140), primary_key=True),
+        sa.Column("name", Name(140), primary_key=True),
         sa.Column("last_version", sa.Integer, nullable=False),
     )
 

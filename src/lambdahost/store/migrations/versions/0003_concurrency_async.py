@@ -7,6 +7,8 @@ Revises: 0002
 import sqlalchemy as sa
 from alembic import op
 
+from lambdahost.store.types import Name, RowId
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -17,31 +19,31 @@ def upgrade() -> None:
     op.add_column("functions", sa.Column("reserved_concurrency", sa.Integer, nullable=True))
     op.create_table(
         "event_invoke_configs",
-        sa.Column("function_name", sa.String(64), primary_key=True),
-        sa.Column("qualifier", sa.String(128), primary_key=True),
+        sa.Column("function_name", Name(64), primary_key=True),
+        sa.Column("qualifier", Name(128), primary_key=True),
         sa.Column("config", sa.JSON, nullable=False),
         sa.Column("last_modified_s", sa.Float, nullable=False),
     )
     op.create_table(
         "async_events",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("request_id", sa.String(36), nullable=False, unique=True),
-        sa.Column("function_name", sa.String(64), nullable=False),
-        sa.Column("qualifier", sa.String(128), nullable=True),
+        sa.Column("id", RowId, primary_key=True, autoincrement=True),
+        sa.Column("request_id", Name(36), nullable=False, unique=True),
+        sa.Column("function_name", Name(64), nullable=False),
+        sa.Column("qualifier", Name(128), nullable=True),
         sa.Column("payload", sa.LargeBinary, nullable=False),
         sa.Column("enqueued_ms", sa.BigInteger, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("next_attempt_ms", sa.BigInteger, nullable=False),
         sa.Column("lease_until_ms", sa.BigInteger, nullable=False),
-        sa.Column("lease_owner", sa.String(64), nullable=False),
+        sa.Column("lease_owner", Name(64), nullable=False),
     )
     op.create_index("ix_async_events_due", "async_events", ["next_attempt_ms"])
     op.create_table(
         "provisioned_concurrency",
-        sa.Column("function_name", sa.String(64), primary_key=True),
-        sa.Column("qualifier", sa.String(128), primary_key=True),
+        sa.Column("function_name", Name(64), primary_key=True),
+        sa.Column("qualifier", Name(128), primary_key=True),
         sa.Column("requested", sa.Integer, nullable=False),
-        sa.Column("last_modified", sa.String(40), nullable=False),
+        sa.Column("last_modified", Name(40), nullable=False),
     )
 
 
