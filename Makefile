@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml Makefile
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  case "$$missing" in *postgresql*) \
+	    echo "  (PostgreSQL's binaries only: lambdahost runs its own servers, so no main cluster)"; \
+	    $$SUDO mkdir -p /etc/postgresql-common; \
+	    grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf || \
+	      echo 'create_main_cluster = false' | $$SUDO tee -a /etc/postgresql-common/createcluster.conf >/dev/null;; \
+	  esac; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
