@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ROLE, make_zip, unique
+from helpers import ROLE, make_zip, unique
 
 
 def symlink_zip(target: str) -> bytes:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import create_function, make_zip, start_server, unique
+from helpers import create_function, make_zip, start_server, unique
 
 RECORDER = make_zip(
     {

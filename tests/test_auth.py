@@ -12,7 +12,7 @@ import botocore.auth
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, start_server
+from helpers import ACCESS_KEY, REGION, SECRET_KEY, start_server
 
 
 def client(server, key: str = ACCESS_KEY, secret: str = SECRET_KEY):  # noqa: ANN001, ANN201

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from cgroup_paths import group_dirs
-from conftest import create_function, make_zip, start_server, unique
+from helpers import create_function, make_zip, start_server, unique
 
 
 def instance_parents(state_dir: Path) -> list[Path]:

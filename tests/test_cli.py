@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, Server, create_function, free_port, make_zip, unique
+from helpers import ACCESS_KEY, SECRET_KEY, Server, create_function, free_port, make_zip, unique
 
 from lambdahost.cli.logs import group_for, parse_since
 

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_agent import make_spec, write
+from agent_harness import make_spec, write
 from test_zygote import INSPECT
 
 from lambdahost.invoke.model import InvokeRequest, InvokeResult

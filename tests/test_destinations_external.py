@@ -13,7 +13,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import create_function, free_port, make_zip, start_server, unique
+from helpers import create_function, free_port, make_zip, start_server, unique
 
 FAILING = make_zip({"app.py": "def handler(event, context):\n    raise ValueError('nope')\n"})
 OK = make_zip({"app.py": "def handler(event, context):\n    return {'fine': event}\n"})

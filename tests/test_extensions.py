@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import create_function, make_zip, start_server, unique
-from test_agent import AgentProcess, agent_starter, make_spec, write
+from agent_harness import AgentProcess, agent_starter, make_spec, write
+from helpers import create_function, make_zip, start_server, unique
 
 agents = pytest.fixture(agent_starter, name="agents")
 

@@ -12,7 +12,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, Server, create_function, make_zip, unique
+from helpers import ACCESS_KEY, REGION, SECRET_KEY, Server, create_function, make_zip, unique
 
 APP = make_zip(
     {

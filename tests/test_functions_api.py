@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import PY_ECHO, ROLE, create_function, make_zip, unique
+from helpers import PY_ECHO, ROLE, create_function, make_zip, unique
 
 
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -233,7 +233,7 @@ def test_malformed_bodies_get_400_not_500(server) -> None:
     import urllib.error
     import urllib.request
 
-    from conftest import start_server
+    from helpers import start_server
 
     bodies = [
         b"{not json",

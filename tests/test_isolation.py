@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from conftest import Server, create_function, make_zip, start_server, unique
+from helpers import Server, create_function, make_zip, start_server, unique
 
 PROBE_PY = r"""
 import errno, os, subprocess

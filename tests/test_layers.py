@@ -6,7 +6,7 @@ import json
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import create_function, make_zip, unique
+from helpers import create_function, make_zip, unique
 
 
 def publish(lam, name: str, files: dict[str, str], **kw) -> dict:  # noqa: ANN001

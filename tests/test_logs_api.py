@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, Server, create_function, make_zip, unique
-from conftest import start_server as start
+from helpers import ACCESS_KEY, REGION, SECRET_KEY, Server, create_function, make_zip, unique
+from helpers import start_server as start
 
 AWS = str(Path(sys.executable).parent / "aws")
 DAY_MS = 86_400_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import create_function, unique
+from helpers import create_function, unique
 
 
 @pytest.fixture(scope="module")

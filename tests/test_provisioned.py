@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import create_function, make_zip, unique
+from helpers import create_function, make_zip, unique
 
 SLOW_INIT = make_zip(
     {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 
-from conftest import ACCESS_KEY, SECRET_KEY, create_function, start_server
+from helpers import ACCESS_KEY, SECRET_KEY, create_function, start_server
 
 
 def test_kill_9_and_restart_keeps_everything(tmp_path) -> None:  # noqa: ANN001

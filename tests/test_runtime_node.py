@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_agent import AgentProcess, agent_starter, make_spec, write
+from agent_harness import AgentProcess, agent_starter, make_spec, write
 
 agents = pytest.fixture(agent_starter, name="agents")
 

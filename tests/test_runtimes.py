@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import create_function, make_zip, unique
+from helpers import create_function, make_zip, unique
 
 WHEELS = Path(__file__).resolve().parent.parent / ".cache" / "wheels"
 

@@ -10,7 +10,7 @@ import json
 import time
 
 import pytest
-from conftest import Server, create_function, make_zip, unique
+from helpers import Server, create_function, make_zip, unique
 from test_function_urls import make_public, url_id
 
 from lambdahost.api.lambda_ import eventstream

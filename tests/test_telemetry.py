@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import create_function, make_zip, unique
+from helpers import create_function, make_zip, unique
 from test_extensions import publish_extension
 
 # Listens on :4243 (Telemetry API) and :4244 (Logs API); GET / answers what arrived.

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import create_function, make_zip, unique
+from helpers import create_function, make_zip, unique
 
 
 def code(value: str) -> bytes:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import create_function, make_zip, start_server, unique
+from helpers import create_function, make_zip, start_server, unique
 from test_cleanup import instance_groups, mounts_mentioning
 
 SLEEPER = make_zip(
