@@ -1,28 +1,33 @@
-"""Fixtures shared by the tiers: the real server (used by the e2e and security tiers; nothing
-starts it unless a test asks for it). Helpers to import are in helpers.py."""
+"""What every tier shares: the tier markers, and the one real server of a session (asked for by
+e2e and security tests only; nothing starts it otherwise). Helpers to import: helpers.py.
+
+The tiers are the folders below: unit/ (no root, no sandboxes, no server), sandbox/ (root: the
+backends' contract), e2e/ (the real server through boto3), security/ (isolation probes). Each
+test gets its folder's marker, so `pytest -m unit` selects the same tests as `pytest tests/unit`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import Server, start_server
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "sandbox", "e2e", "security")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.resolve()
+        if TESTS in path.parents and (tier := path.relative_to(TESTS).parts[0]) in TIERS:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("lambdahost") / "data")
-    yield srv
-    srv.kill()
-
-
-@pytest.fixture(scope="module", params=["zygote", "bwrap"])
-def server_per_backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """A server on each sandbox backend in turn, shared by one module's tests: what must hold
-    for every backend (isolation, limits) is tested on both."""
-    srv = start_server(tmp_path_factory.mktemp(request.param) / "data", "--sandbox", request.param)
     yield srv
     srv.kill()
 

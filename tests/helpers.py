@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -139,3 +140,33 @@ def create_function(lam, name: str, zip_bytes: bytes = PY_ECHO, wait: bool = Tru
             FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
         )
     return response
+
+
+# -- function URLs ---------------------------------------------------------------------------
+URL = re.compile(r"^http://([a-z0-9]{32})\.lambda-url\.us-east-1\.localhost:(\d+)/$")
+
+
+def url_id(config: dict) -> str:
+    m = URL.match(config["FunctionUrl"])
+    assert m, config["FunctionUrl"]
+    return m[1]
+
+
+def make_public(lam, name: str, qualifier: str | None = None) -> None:  # noqa: ANN001
+    extra = {"Qualifier": qualifier} if qualifier else {}
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="url-public",
+        Action="lambda:InvokeFunctionUrl",
+        Principal="*",
+        FunctionUrlAuthType="NONE",
+        **extra,
+    )
+    lam.add_permission(
+        FunctionName=name,
+        StatementId="url-invoke",
+        Action="lambda:InvokeFunction",
+        Principal="*",
+        InvokedViaFunctionUrl=True,
+        **extra,
+    )

@@ -10,8 +10,7 @@ import json
 import time
 
 import pytest
-from helpers import Server, create_function, make_zip, unique
-from test_function_urls import make_public, url_id
+from helpers import Server, create_function, make_public, make_zip, unique, url_id
 
 from lambdahost.api.lambda_ import eventstream
 

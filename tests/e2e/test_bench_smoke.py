@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cgroup_paths import group_dirs
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 
 
 def test_quick_bench_measures_everything_and_cleans_up(tmp_path: Path) -> None:

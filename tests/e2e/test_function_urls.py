@@ -12,7 +12,18 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from helpers import ACCESS_KEY, REGION, SECRET_KEY, Server, create_function, make_zip, unique
+from helpers import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    URL,
+    Server,
+    create_function,
+    make_public,
+    make_zip,
+    unique,
+    url_id,
+)
 
 APP = make_zip(
     {
@@ -42,13 +53,6 @@ def handler(event, context):
 """
     }
 )
-URL = re.compile(r"^http://([a-z0-9]{32})\.lambda-url\.us-east-1\.localhost:(\d+)/$")
-
-
-def url_id(config: dict) -> str:
-    m = URL.match(config["FunctionUrl"])
-    assert m, config["FunctionUrl"]
-    return m[1]
 
 
 def request(
@@ -66,26 +70,6 @@ def request(
         return response.status, response.msg, response.read()
     finally:
         conn.close()
-
-
-def make_public(lam, name: str, qualifier: str | None = None) -> None:  # noqa: ANN001
-    extra = {"Qualifier": qualifier} if qualifier else {}
-    lam.add_permission(
-        FunctionName=name,
-        StatementId="url-public",
-        Action="lambda:InvokeFunctionUrl",
-        Principal="*",
-        FunctionUrlAuthType="NONE",
-        **extra,
-    )
-    lam.add_permission(
-        FunctionName=name,
-        StatementId="url-invoke",
-        Action="lambda:InvokeFunction",
-        Principal="*",
-        InvokedViaFunctionUrl=True,
-        **extra,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from test_agent import make_spec, write
+from agent_harness import make_spec, write
 
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import time
 from pathlib import Path
 
-from cgroup_paths import group_dirs
+from cgroup_paths import instance_groups, instance_parents, mounts_mentioning
 from helpers import create_function, make_zip, start_server, unique
-
-
-def instance_parents(state_dir: Path) -> list[Path]:
-    instance = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
-    return group_dirs(f"lambdahost/{instance}")
-
-
-def instance_groups(state_dir: Path) -> list[Path]:
-    return [group for p in instance_parents(state_dir) for group in p.iterdir() if group.is_dir()]
-
-
-def mounts_mentioning(path: Path) -> list[str]:
-    return [
-        line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in line
-    ]
 
 
 def test_no_leftovers_after_stop(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import create_function, make_zip, unique
 
-WHEELS = Path(__file__).resolve().parent.parent / ".cache" / "wheels"
+WHEELS = Path(__file__).resolve().parents[2] / ".cache" / "wheels"
 
 
 def invoke(lam, name: str, payload: object) -> tuple[dict, object]:  # noqa: ANN001

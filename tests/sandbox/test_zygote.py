@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_agent import make_spec, write
+from agent_harness import make_spec, write
 
 from lambdahost.invoke.model import InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
