@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 9000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-cgroup2 lint bench clean
+.PHONY: install run test test-unit test-cgroup2 lint bench clean
 
 install: $(STAMP)
 
@@ -40,14 +40,19 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# Every tier: tests/unit, tests/sandbox, tests/e2e, tests/security (root, for the sandboxes).
 test: install lint
 	$(BIN)/pytest -q
 
-# The sandbox and invoke tiers on a cgroup v2-only Debian 12 guest (QEMU, software emulation:
-# slow, so not part of `make test`). The guest keeps its .venv between runs (CG2VM_STATE).
+# The unit tier alone: no root, no sandboxes, no server, a few seconds (after one `make install`).
+test-unit:
+	@test -x $(BIN)/pytest || { echo "run 'make install' once first (apt needs root)"; exit 1; }
+	$(BIN)/pytest -q tests/unit
+
+# The sandbox tier and the invoke tests on a cgroup v2-only Debian 12 guest (QEMU, software
+# emulation: slow, so not part of `make test`). The guest keeps its .venv between runs (CG2VM_STATE).
 CG2VM ?= $(abspath ../shared/tools/cgroup2-vm/run-in-cgroup2-vm.sh)
-CGROUP2_TESTS ?= tests/test_cgroups_v2.py tests/test_sandbox.py tests/test_zygote.py \
-  tests/test_pool.py tests/test_invoke.py
+CGROUP2_TESTS ?= tests/sandbox tests/e2e/test_invoke.py
 
 test-cgroup2:
 	CG2VM_STATE=$${CG2VM_STATE:-lambdahost} CG2VM_PACKAGES="$(APT_PACKAGES)" \

@@ -1,7 +1,8 @@
-"""Where tests look for a server's cgroups, on cgroup v1 and v2 hosts alike."""
+"""Where tests look for a server's cgroups (on cgroup v1 and v2 hosts alike) and its mounts."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,3 +23,18 @@ def group_dirs(name: str) -> list[Path]:
             if candidate.is_dir():
                 found.append(candidate)
     return found
+
+
+def instance_parents(state_dir: Path) -> list[Path]:
+    instance = hashlib.sha256(str(state_dir).encode()).hexdigest()[:12]
+    return group_dirs(f"lambdahost/{instance}")
+
+
+def instance_groups(state_dir: Path) -> list[Path]:
+    return [group for p in instance_parents(state_dir) for group in p.iterdir() if group.is_dir()]
+
+
+def mounts_mentioning(path: Path) -> list[str]:
+    return [
+        line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in line
+    ]

@@ -1,125 +1,33 @@
-"""Integration fixtures: a real lambdahost server on a free port, driven with boto3."""
+"""What every tier shares: the tier markers, and the one real server of a session (asked for by
+e2e and security tests only; nothing starts it otherwise). Helpers to import: helpers.py.
+
+The tiers are the folders below: unit/ (no root, no sandboxes, no server), sandbox/ (root: the
+backends' contract), e2e/ (the real server through boto3), security/ (isolation probes). Each
+test gets its folder's marker, so `pytest -m unit` selects the same tests as `pytest tests/unit`."""
 
 from __future__ import annotations
 
-import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
+from helpers import Server, start_server
 
-ACCESS_KEY = "AKLHTESTACCESSKEY000"
-SECRET_KEY = "lambdahost-test-secret-key-0123456789abc"
-REGION = "us-east-1"
-ROLE = "arn:aws:iam::000000000000:role/lambda-role"
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "sandbox", "e2e", "security")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    port: int
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def client(self, service: str = "lambda", **config: object) -> object:
-        return boto3.client(
-            service,
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            config=Config(
-                retries={"max_attempts": 1, "mode": "standard"},
-                read_timeout=120,
-                connect_timeout=10,
-                **config,  # type: ignore[arg-type]
-            ),
-        )
-
-    def kill(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start_server(
-    data_dir: Path, *extra: str, env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
-) -> Server:
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir.parent / f"server-{port}.log"
-    environment = {
-        **os.environ,
-        "LAMBDAHOST_ACCESS_KEY_ID": ACCESS_KEY,
-        "LAMBDAHOST_SECRET_ACCESS_KEY": SECRET_KEY,
-        "LAMBDAHOST_TRANSITION_DELAY": "0.3",
-        "LAMBDAHOST_ASYNC_TIME_SCALE": "0.01",
-        **(env or {}),
-    }
-    argv = [sys.executable, "-m", "lambdahost.cli.main", "serve", "--port", str(port)]
-    argv += ["--data-dir", str(data_dir), *extra]
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=environment,
-            pass_fds=pass_fds,
-        )
-    server = Server(f"http://127.0.0.1:{port}", port, data_dir, process, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{server.log()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill(signal.SIGKILL)
-    raise RuntimeError(f"server did not start:\n{server.log()}")
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.resolve()
+        if TESTS in path.parents and (tier := path.relative_to(TESTS).parts[0]) in TIERS:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("lambdahost") / "data")
-    yield srv
-    srv.kill()
-
-
-@pytest.fixture(scope="module", params=["zygote", "bwrap"])
-def server_per_backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """A server on each sandbox backend in turn, shared by one module's tests: what must hold
-    for every backend (isolation, limits) is tested on both."""
-    srv = start_server(tmp_path_factory.mktemp(request.param) / "data", "--sandbox", request.param)
     yield srv
     srv.kill()
 
@@ -132,39 +40,3 @@ def lam(server: Server):  # noqa: ANN201 - a botocore client
 @pytest.fixture(scope="session")
 def raw_lam(server: Server):  # noqa: ANN201 - a client that skips botocore's own checks
     return server.client("lambda", parameter_validation=False)
-
-
-def make_zip(files: dict[str, str | bytes], executable: tuple[str, ...] = ()) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, content in files.items():
-            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
-            mode = 0o755 if name in executable else 0o644
-            info.external_attr = (0o100000 | mode) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, content)
-    return buffer.getvalue()
-
-
-PY_ECHO = make_zip({"app.py": "def handler(event, context):\n    return event\n"})
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{os.urandom(4).hex()}"
-
-
-def create_function(lam, name: str, zip_bytes: bytes = PY_ECHO, wait: bool = True, **kw):  # noqa: ANN001, ANN201
-    params = {
-        "FunctionName": name,
-        "Runtime": "python3.11",
-        "Role": ROLE,
-        "Handler": "app.handler",
-        "Code": {"ZipFile": zip_bytes},
-        **kw,
-    }
-    response = lam.create_function(**params)
-    if wait:
-        lam.get_waiter("function_active_v2").wait(
-            FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
-    return response

@@ -17,7 +17,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from conftest import (
+from helpers import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,

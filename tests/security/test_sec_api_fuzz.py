@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, HTTPClientError, ParamValidationError
 from botocore.model import OperationModel, Shape
-from conftest import ROLE, Server, make_zip, start_server
+from helpers import ROLE, Server, make_zip, start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

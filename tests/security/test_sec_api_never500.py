@@ -18,7 +18,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from conftest import ACCESS_KEY, REGION, ROLE, SECRET_KEY, Server, create_function, unique
+from helpers import ACCESS_KEY, REGION, ROLE, SECRET_KEY, Server, create_function, unique
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import (
+from helpers import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import Server, create_function, make_zip, start_server, unique
+from helpers import Server, create_function, make_zip, start_server, unique
 from test_sec_capacity_budgets import no_retries
 
 # Init is slow, so the one cold start allowed at a time keeps its slot (for a second at most).

@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from conftest import Server, create_function, make_zip, unique
+from helpers import Server, create_function, make_zip, unique
 
 MAX_LOG_BYTES = 4 * 1024 * 1024
 MAX_LINE = 256 * 1024

@@ -14,8 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import Server, create_function, make_zip, start_server, unique
-from test_function_urls import make_public, url_id
+from helpers import Server, create_function, make_public, make_zip, start_server, unique, url_id
 
 RSS_SLACK = 150 * 1024 * 1024  # generous: the buffers above are a few MiB
 MAX_STREAMED = 20 * 1024 * 1024

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from conftest import Server, create_function, make_zip, unique
+from helpers import Server, create_function, make_zip, unique
 
 # A custom runtime that answers every invoke with an error document nested 100,000 deep.
 DEEP_ERROR = make_zip(

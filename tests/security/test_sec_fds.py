@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Server, create_function, make_zip, start_server, unique
+from helpers import Server, create_function, make_zip, start_server, unique
 
 # Lists its descriptors and says which lead to a directory (through /proc/self/fd/N, a magic
 # link that works even for a directory outside the sandbox's root).

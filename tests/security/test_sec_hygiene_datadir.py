@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import create_function, make_zip, start_server, unique
+from helpers import create_function, make_zip, start_server, unique
 
 HANDLER = "import layer_mod\ndef handler(event, context):\n    return [layer_mod.WHO, event]\n"
 # Trees sandboxes read through bind mounts, as their unprivileged uid: code and merged layers;

@@ -9,7 +9,7 @@ import stat
 import zipfile
 from pathlib import Path
 
-from conftest import Server, create_function, unique
+from helpers import Server, create_function, unique
 
 # What a function reports about its /opt: every entry, its kind, and where links point.
 LISTING = """\

@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from conftest import Server, create_function, make_zip, unique
+from helpers import Server, create_function, make_zip, unique
 
 PREFIX = "LHCANARY-"
 ROUNDS = 50

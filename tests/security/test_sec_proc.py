@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from conftest import Server, create_function, make_zip, unique
+from helpers import Server, create_function, make_zip, unique
 
 pytestmark = pytest.mark.skipif(
     not os.access("/usr/bin/lxcfs", os.X_OK), reason="lxcfs is not installed (make install)"

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import create_function, make_zip, start_server, unique
-from test_cleanup import instance_groups, mounts_mentioning
+from cgroup_paths import instance_groups, mounts_mentioning
+from helpers import create_function, make_zip, start_server, unique
 
 SLEEPER = make_zip(
     {"app.py": "import time\ndef handler(event, context):\n    time.sleep(event)\n    return 1\n"}

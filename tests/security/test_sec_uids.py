@@ -7,7 +7,7 @@ import json
 import threading
 
 import pytest
-from conftest import Server, create_function, make_zip, unique
+from helpers import Server, create_function, make_zip, unique
 
 from lambdahost.sandbox.uids import UidPool
 
