@@ -26,7 +26,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import lambdahost
 from lambdahost.invoke.capacity import (
     HostCapacity,
     Need,
@@ -36,7 +35,7 @@ from lambdahost.invoke.capacity import (
     host_throttled,
     pick_victims,
 )
-from lambdahost.invoke.environment import Environment, Message
+from lambdahost.invoke.environment import PACKAGE_ROOT, Environment, Message
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult, LogLine
 from lambdahost.invoke.reports import (
     error_payload,
@@ -78,8 +77,8 @@ class EnvironmentPool:
         self.starts = starts or StartGate(default_cold_starts(), max_waiting=1000, max_wait_s=60.0)
         self._slots: dict[str, StartSlot] = {}  # admitted, not yet started: its gate slot
         self._measuring: asyncio.Task[None] | None = None
-        # Holds `agent/` (mounted at /var/rapid) and `runtimes/` (at /var/runtime).
-        self.runtime_root = runtime_root or Path(lambdahost.__file__).parent
+        # Holds `agent/` and `runtimes/` (see `environment.PACKAGE_ROOT`).
+        self.runtime_root = runtime_root or PACKAGE_ROOT
         self._idle: dict[Key, list[Environment]] = {}
         self._all: set[Environment] = set()
         self._background: set[asyncio.Task[Any]] = set()
