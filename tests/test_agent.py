@@ -23,6 +23,7 @@ from lambdahost.runtimes import (
     TASK_ROOT,
     bootstrap_candidates,
     environment_for,
+    preload_modules,
 )
 from lambdahost.sandbox.api import boot_argv
 
@@ -70,6 +71,8 @@ class AgentProcess:
         self.host, child = socket.socketpair()
         env["LAMBDAHOST_AGENT_FD"] = str(child.fileno())
         env["LAMBDAHOST_BOOTSTRAP"] = encode_candidates(bootstrap)
+        preload = [path.replace(RUNTIME_DIR, RUNTIMES) for path in preload_modules(spec.runtime)]
+        env["LAMBDAHOST_PRELOAD"] = ":".join(preload)
         self.process = subprocess.Popen(
             boot_argv(PYTHON, str(PACKAGE / "agent")),
             env=env,

@@ -11,6 +11,8 @@ Environment of the agent (stripped before the runtime starts):
   LAMBDAHOST_AGENT_FD    fd number of the connected host socket
   LAMBDAHOST_BOOTSTRAP   candidate argv lists (`boot.encode_candidates`); the first whose
                          program exists runs
+  LAMBDAHOST_PRELOAD     `:`-separated module files the runtime imports that the agent may
+                         import itself, then fork the runtime instead of exec'ing it
 Everything else is the runtime's environment, including AWS_LAMBDA_RUNTIME_API (host:port the
 agent listens on).
 """

@@ -41,6 +41,7 @@ from lambdahost.runtimes import (
     TASK_ROOT,
     bootstrap_candidates,
     environment_for,
+    preload_modules,
 )
 from lambdahost.sandbox.api import (
     Backend,
@@ -208,6 +209,8 @@ class Environment:
             env["LAMBDAHOST_AGENT_FD"] = str(agent_end.fileno())
             candidates = bootstrap_candidates(spec.runtime, spec.environment)
             env["LAMBDAHOST_BOOTSTRAP"] = encode_candidates(candidates)
+            if preload := preload_modules(spec.runtime):
+                env["LAMBDAHOST_PRELOAD"] = ":".join(preload)
             env["LAMBDAHOST_ACCOUNT_ID"] = spec.account_id  # for extensions' registration
             mounts = [
                 Mount(spec.code_dir, TASK_ROOT),

@@ -48,6 +48,7 @@ from lambdahost.invoke.reports import (
     report_record,
 )
 from lambdahost.invoke.streaming import ChunkCollector
+from lambdahost.runtimes import python_runtime_dirs
 from lambdahost.sandbox.api import Backend
 
 log = logging.getLogger("lambdahost.pool")
@@ -101,7 +102,7 @@ class EnvironmentPool:
         (inside, the mounts are read-only and Python would compile again every time)."""
         import compileall
 
-        for directory in ("agent", "runtimes/python"):
+        for directory in ("agent", *(f"runtimes/{d}" for d in python_runtime_dirs())):
             with contextlib.suppress(Exception):
                 compileall.compile_dir(self.runtime_root / directory, quiet=2)
 

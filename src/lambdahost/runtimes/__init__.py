@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -134,6 +135,23 @@ def bootstrap_candidates(
     if wrapper and entry.managed:
         return [[wrapper, *argv] for argv in candidates]
     return candidates
+
+
+def preload_modules(runtime: str) -> list[str]:
+    """Paths inside the sandbox of the modules the agent may import ahead of the runtime (see
+    `Runtime.preload`); the agent gets them as LAMBDAHOST_PRELOAD."""
+    return [f"{RUNTIME_DIR}/{file}" for file in RUNTIMES[runtime].preload]
+
+
+def python_runtime_dirs() -> list[str]:
+    """Directories under RUNTIME_DIR holding the Python runtimes' code (worth precompiling)."""
+    dirs = [
+        str(PurePosixPath(argv[-1]).parent.relative_to(RUNTIME_DIR))
+        for runtime in RUNTIMES.values()
+        if runtime.interpreter == PYTHON
+        for argv in runtime.bootstrap
+    ]
+    return list(dict.fromkeys(dirs))
 
 
 def runtime_version(runtime: str) -> str:
