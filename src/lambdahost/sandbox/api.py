@@ -50,14 +50,14 @@ class BootAgent:
 
     @property
     def argv(self) -> list[str]:
-        """The agent's entry point, `<package>.boot.main()`. `-I` (isolated, which in 3.11
-        also means no script dir on sys.path) and `-S` keep start-up lean and deterministic,
-        so the package's parent is appended to sys.path by hand."""
         return boot_argv(self.python, self.agent.target)
 
 
 def boot_argv(python: str, package_dir: str) -> list[str]:
-    """argv that runs the agent package in `package_dir` (also the agent's tests, on the host)."""
+    """argv that runs the agent package in `package_dir` (also the agent's tests, on the host):
+    its entry point is `<package>.boot.main()`. `-I` (isolated, which in 3.11 also means no
+    script dir on sys.path) and `-S` keep start-up lean and deterministic, so the package's
+    parent is appended to sys.path by hand."""
     parent, _, name = package_dir.rstrip("/").rpartition("/")
     code = f"import sys;sys.path.append({parent or '/'!r});from {name}.boot import main;main()"
     return [python, "-I", "-S", "-c", code]

@@ -102,11 +102,16 @@ class ZygoteBackend(Backend):
         )
 
     # -- the zygote ------------------------------------------------------------------------
-    def _config(self) -> dict:
-        config = {"t": "config", "launcher": str(LAUNCHER), "filter": self._filter.hex()}
+    def _config(self) -> dict[str, object]:
+        config: dict[str, object] = {
+            "t": "config",
+            "launcher": str(LAUNCHER),
+            "filter": self._filter.hex(),
+        }
         if self.agent is None:
             return config  # runtimes are forked by the agent: without it, nothing to import
-        modules, bootstraps = [], []
+        modules: list[list[str]] = []
+        bootstraps: list[list[str]] = []
         for runtime, code in self.preloaded.values():
             for name, file in runtime.modules:
                 modules.append([name, str(code.source / file), f"{code.target}/{file}"])
