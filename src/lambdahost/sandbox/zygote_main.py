@@ -370,7 +370,7 @@ class Zygote:
             os._exit(status)
 
     def run_agent(self, request: dict) -> int:
-        """The agent's `boot.main()`, as `agent.command()` would have run it."""
+        """The agent's `boot.main()`, as `api.boot_argv()` would have run it."""
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         boot = sys.modules[f"{self.agent_package}.boot"]
         forkserver = sys.modules[f"{self.agent_package}.forkserver"]
