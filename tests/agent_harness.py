@@ -10,11 +10,18 @@ import uuid
 from pathlib import Path
 
 import lambdahost
-from lambdahost.agent import command
 from lambdahost.agent.boot import encode_candidates
 from lambdahost.agent.protocol import FrameReader, encode
 from lambdahost.invoke.model import FunctionSpec
-from lambdahost.runtimes import RUNTIME_DIR, bootstrap_candidates, environment_for
+from lambdahost.runtimes import (
+    PYTHON,
+    RUNTIME_DIR,
+    TASK_ROOT,
+    bootstrap_candidates,
+    environment_for,
+    preload_modules,
+)
+from lambdahost.sandbox.api import boot_argv
 
 PACKAGE = Path(lambdahost.__file__).parent
 RUNTIMES = str(PACKAGE / "runtimes")
@@ -53,15 +60,17 @@ class AgentProcess:
             env["NODE_PATH"] += f":{spec.code_dir}"
         if bootstrap is None:
             bootstrap = [
-                [part.replace(RUNTIME_DIR, RUNTIMES).replace("/var/task", str(spec.code_dir))
+                [part.replace(RUNTIME_DIR, RUNTIMES).replace(TASK_ROOT, str(spec.code_dir))
                  for part in argv]
                 for argv in bootstrap_candidates(spec.runtime)
             ]  # fmt: skip
         self.host, child = socket.socketpair()
         env["LAMBDAHOST_AGENT_FD"] = str(child.fileno())
         env["LAMBDAHOST_BOOTSTRAP"] = encode_candidates(bootstrap)
+        preload = [path.replace(RUNTIME_DIR, RUNTIMES) for path in preload_modules(spec.runtime)]
+        env["LAMBDAHOST_PRELOAD"] = ":".join(preload)
         self.process = subprocess.Popen(
-            command(str(PACKAGE / "agent")),
+            boot_argv(PYTHON, str(PACKAGE / "agent")),
             env=env,
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,

@@ -26,6 +26,7 @@ from lambdahost.invoke.capacity import (
 from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.destinations import Destinations
 from lambdahost.invoke.dispatcher import Dispatcher
+from lambdahost.invoke.environment import provisions
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.provisioned import ProvisionedConcurrency
 from lambdahost.invoke.queue import EventQueue
@@ -66,7 +67,7 @@ class Platform:
             settings.cold_start_wait_s,
         )
         self.pool = EnvironmentPool(
-            open_backend(_state_dir(data_dir), settings.sandbox),
+            open_backend(_state_dir(data_dir), settings.sandbox, provisions=provisions()),
             keepalive_s=settings.keepalive_s,
             capacity=self.capacity,
             starts=starts,

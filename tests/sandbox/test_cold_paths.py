@@ -15,9 +15,10 @@ import pytest
 from agent_harness import make_spec, write
 from test_zygote import INSPECT
 
+from lambdahost.invoke.environment import provisions
 from lambdahost.invoke.model import InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
-from lambdahost.sandbox import SandboxSpec, open_backend
+from lambdahost.sandbox import Exec, SandboxSpec, open_backend
 from lambdahost.sandbox.zygote import ZygoteBackend
 from lambdahost.sandbox.zygote_main import SHELL_SPARES
 
@@ -39,7 +40,7 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:  # noqa: ANN001
 
 
 def test_zygote_spawns_from_waiting_shells_that_exit_with_it(tmp_path: Path) -> None:
-    backend = open_backend(tmp_path / "state", "zygote")
+    backend = open_backend(tmp_path / "state", "zygote", provisions=provisions())
     assert isinstance(backend, ZygoteBackend)
     zygote = backend.zygote_pid
     # Idle for a moment: the zygote forks its shells.
@@ -47,7 +48,7 @@ def test_zygote_spawns_from_waiting_shells_that_exit_with_it(tmp_path: Path) -> 
     shells = children(zygote)
 
     async def run() -> tuple[int, int]:
-        spec = SandboxSpec(sandbox_id="from-shell", argv=["/bin/sh", "-c", "exit 7"], env={})
+        spec = SandboxSpec(sandbox_id="from-shell", start=Exec(["/bin/sh", "-c", "exit 7"]), env={})
         sandbox = await backend.start(spec)
         status = await asyncio.wait_for(sandbox.wait(), 10)
         await sandbox.destroy()
@@ -70,7 +71,7 @@ def test_fresh_path_forks_the_python_runtime_from_the_agent(tmp_path: Path) -> N
     results: list[InvokeResult] = []
 
     async def main() -> None:
-        backend = open_backend(tmp_path / "state", "bwrap")
+        backend = open_backend(tmp_path / "state", "bwrap", provisions=provisions())
         pool = EnvironmentPool(backend)
         await pool.start()
         try:

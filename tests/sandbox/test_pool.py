@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from agent_harness import make_spec, write
 
+from lambdahost.invoke.environment import provisions
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.sandbox import SandboxError, open_backend
@@ -26,7 +27,7 @@ def run_with_pool(
 ) -> None:
     async def main() -> None:
         try:
-            backend = open_backend(tmp_path / "state")
+            backend = open_backend(tmp_path / "state", provisions=provisions())
         except SandboxError as error:
             pytest.skip(f"no sandbox backend here: {error}")
         pool = EnvironmentPool(backend, **options)

@@ -20,13 +20,22 @@ from pathlib import Path
 
 import pytest
 
-from lambdahost.sandbox import BACKENDS, Backend, Mount, SandboxError, SandboxSpec, open_backend
+from lambdahost.invoke.environment import provisions
+from lambdahost.runtimes import PYTHON
+from lambdahost.sandbox import (
+    BACKENDS,
+    Backend,
+    Exec,
+    Mount,
+    SandboxError,
+    SandboxSpec,
+    open_backend,
+)
 from lambdahost.sandbox.bwrap import BwrapBackend
 from lambdahost.sandbox.zygote import ZygoteBackend
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")
 
-PYTHON = "/usr/bin/python3.11"
 PROBE = """\
 import json, os, sys
 result = {}
@@ -51,7 +60,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def backend(tmp_path: Path, kind: str) -> Iterator[Backend]:
     # tmp_path is 0700 root: mount sources and state must still work from there.
-    backend = open_backend(tmp_path / "state", kind)
+    backend = open_backend(tmp_path / "state", kind, provisions=provisions())
     assert isinstance(backend, {"bwrap": BwrapBackend, "zygote": ZygoteBackend}[kind])
     yield backend
     backend.cleanup_stale()
@@ -62,11 +71,11 @@ def backend(tmp_path: Path, kind: str) -> Iterator[Backend]:
 def spec_for(task: Path, code: str, sandbox_id: str, out_fd: int, **kwargs: object) -> SandboxSpec:
     return SandboxSpec(
         sandbox_id=sandbox_id,
-        argv=[PYTHON, "/var/task/probe.py", textwrap.dedent(code)],
+        start=Exec([PYTHON, "/var/task/probe.py", textwrap.dedent(code)]),
         env={"OUT_FD": str(out_fd)},
         mounts=[Mount(task, "/var/task")],
         pass_fds=(out_fd,),
-        **kwargs,  # type: ignore[arg-type]
+        **{"cwd": "/var/task", **kwargs},  # type: ignore[arg-type]
     )
 
 
@@ -326,7 +335,7 @@ def test_pass_fds_keep_their_numbers(backend: Backend, task_dir: Path, tmp_path:
         os.close(write_end)
         spec = SandboxSpec(
             sandbox_id="fds",
-            argv=[PYTHON, "/var/task/probe.py", textwrap.dedent(code)],
+            start=Exec([PYTHON, "/var/task/probe.py", textwrap.dedent(code)]),
             env={"OUT_FD": str(write_high), "EXTRA_FD": str(extra)},
             mounts=[Mount(task_dir, "/var/task")],
             pass_fds=(write_high, extra),
@@ -364,7 +373,7 @@ def test_destroy_leaves_nothing(backend: Backend, task_dir: Path) -> None:
         sandbox = await backend.start(
             SandboxSpec(
                 sandbox_id="gone",
-                argv=["/bin/sh", "-c", "sleep 60 & sleep 60"],
+                start=Exec(["/bin/sh", "-c", "sleep 60 & sleep 60"]),
                 env={},
                 mounts=[Mount(task_dir, "/var/task")],
             )  # fmt: skip
@@ -395,13 +404,13 @@ def test_destroy_leaves_nothing(backend: Backend, task_dir: Path) -> None:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_cleanup_stale_after_crash(tmp_path: Path, task_dir: Path, kind: str) -> None:
     state = tmp_path / "state"
-    crashed = open_backend(state, kind)
+    crashed = open_backend(state, kind, provisions=provisions())
 
     async def start_and_forget() -> list[int]:
         pids = []
         for name in ("left-1", "left-2"):
             sandbox = await crashed.start(
-                SandboxSpec(sandbox_id=name, argv=["/bin/sleep", "60"], env={})
+                SandboxSpec(sandbox_id=name, start=Exec(["/bin/sleep", "60"]), env={})
             )
             pids.append(sandbox.pid)
         return pids  # dropped without destroy(), as by a server that died
@@ -409,7 +418,7 @@ def test_cleanup_stale_after_crash(tmp_path: Path, task_dir: Path, kind: str) ->
     pids = asyncio.run(start_and_forget())
     for pid in pids:
         os.kill(pid, 0)  # still running
-    fresh = open_backend(state, kind)
+    fresh = open_backend(state, kind, provisions=provisions())
     assert fresh.cleanup_stale() == 2
     for pid in pids:
         deadline = time.monotonic() + 5
@@ -426,12 +435,13 @@ def test_cleanup_stale_after_crash(tmp_path: Path, task_dir: Path, kind: str) ->
 CRASHING_SERVER = """
 import asyncio, os, sys
 from pathlib import Path
-from lambdahost.sandbox import SandboxSpec, open_backend
+from lambdahost.invoke.environment import provisions
+from lambdahost.sandbox import Exec, SandboxSpec, open_backend
 
 async def main():
-    backend = open_backend(Path(sys.argv[1]), sys.argv[2])
+    backend = open_backend(Path(sys.argv[1]), sys.argv[2], provisions=provisions())
     for name in ("crash-1", "crash-2"):
-        spec = SandboxSpec(sandbox_id=name, argv=["/bin/sleep", "60"], env={})
+        spec = SandboxSpec(sandbox_id=name, start=Exec(["/bin/sleep", "60"]), env={})
         sandbox = await backend.start(spec)
         print(sandbox.pid, flush=True)
     await asyncio.sleep(60)
@@ -455,7 +465,7 @@ def test_cleanup_stale_after_server_was_killed(tmp_path: Path, kind: str) -> Non
             while _running(pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert not _running(pid)
-        fresh = open_backend(state, kind)
+        fresh = open_backend(state, kind, provisions=provisions())
         assert fresh.cleanup_stale() in (0, 1, 2)  # what the watchdog had not removed yet
         assert fresh.cleanup_stale() == 0
     finally:
@@ -523,12 +533,12 @@ def test_freeze_and_thaw(backend: Backend, task_dir: Path) -> None:
 def test_start_errors(backend: Backend, task_dir: Path) -> None:
     async def run() -> None:
         with pytest.raises(SandboxError):
-            await backend.start(SandboxSpec(sandbox_id="Bad_Id", argv=["/bin/true"], env={}))
+            await backend.start(SandboxSpec(sandbox_id="Bad_Id", start=Exec(["/bin/true"]), env={}))
         with pytest.raises(SandboxError):
             await backend.start(
                 SandboxSpec(
                     sandbox_id="nosrc",
-                    argv=["/bin/true"],
+                    start=Exec(["/bin/true"]),
                     env={},
                     mounts=[Mount(Path("/nonexistent"), "/var/task")],
                 )  # fmt: skip
@@ -536,13 +546,16 @@ def test_start_errors(backend: Backend, task_dir: Path) -> None:
         with pytest.raises(SandboxError):
             await backend.start(
                 SandboxSpec(
-                    sandbox_id="hide", argv=["/bin/true"], env={}, mounts=[Mount(task_dir, "/usr")]
+                    sandbox_id="hide",
+                    start=Exec(["/bin/true"]),
+                    env={},
+                    mounts=[Mount(task_dir, "/usr")],
                 )  # fmt: skip
             )
         missing = await backend.start(
             SandboxSpec(
                 sandbox_id="missing",
-                argv=["/var/task/nope"],
+                start=Exec(["/var/task/nope"]),
                 env={},
                 mounts=[Mount(task_dir, "/var/task")],
             )  # fmt: skip
@@ -550,7 +563,9 @@ def test_start_errors(backend: Backend, task_dir: Path) -> None:
         assert await missing.wait() == 127
         await missing.destroy()
         # A failed start leaves no cgroups or state behind, and the id is reusable.
-        again = await backend.start(SandboxSpec(sandbox_id="nosrc", argv=["/bin/true"], env={}))
+        again = await backend.start(
+            SandboxSpec(sandbox_id="nosrc", start=Exec(["/bin/true"]), env={})
+        )
         assert await again.wait() == 0
         await again.destroy()
 
@@ -564,7 +579,9 @@ def test_start_is_fast(backend: Backend) -> None:
         for attempt in range(5):
             started = time.perf_counter()
             sandbox = await backend.start(
-                SandboxSpec(sandbox_id=f"fast-{attempt}", argv=[PYTHON, "-c", "pass"], env={})
+                SandboxSpec(
+                    sandbox_id=f"fast-{attempt}", start=Exec([PYTHON, "-c", "pass"]), env={}
+                )
             )
             assert await sandbox.wait() == 0
             timings.append(time.perf_counter() - started)

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from lambdahost.invoke.environment import provisions
+from lambdahost.runtimes import PYTHON
 from lambdahost.sandbox import (
     BACKENDS,
     Backend,
+    Exec,
     Mount,
     SandboxError,
     SandboxSpec,
@@ -28,7 +31,6 @@ from lambdahost.sandbox.tmpvol import SPARES, TmpLease, TmpVolumes, Volume, leas
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="volumes need root")
 
-PYTHON = "/usr/bin/python3.11"
 PROBE = """\
 import json, os, sys
 result = {}
@@ -48,7 +50,7 @@ def task_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=BACKENDS)
 def backend(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Backend]:
-    backend = open_backend(tmp_path / "state", request.param)
+    backend = open_backend(tmp_path / "state", request.param, provisions=provisions())
     yield backend
     backend.cleanup_stale()
     backend.close()
@@ -58,7 +60,7 @@ async def probe(backend: Backend, task: Path, code: str, **kwargs: object) -> tu
     read_end, write_end = os.pipe()
     spec = SandboxSpec(
         sandbox_id="tmpvol",
-        argv=[PYTHON, "/var/task/probe.py", textwrap.dedent(code)],
+        start=Exec([PYTHON, "/var/task/probe.py", textwrap.dedent(code)]),
         env={"OUT_FD": str(write_end)},
         mounts=[Mount(task, "/var/task")],
         pass_fds=(write_end,),

@@ -6,6 +6,7 @@ checked on both backends by test_sandbox.py and test_isolation.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -17,10 +18,10 @@ from pathlib import Path
 import pytest
 from agent_harness import make_spec, write
 
+from lambdahost.invoke.environment import provisions
 from lambdahost.invoke.model import InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
-from lambdahost.sandbox import SandboxError, SandboxSpec, open_backend
-from lambdahost.sandbox import zygote as zygote_module
+from lambdahost.sandbox import Exec, SandboxError, SandboxSpec, open_backend
 from lambdahost.sandbox.bwrap import BwrapBackend
 from lambdahost.sandbox.zygote import ZygoteBackend
 
@@ -64,7 +65,7 @@ def handler(event, context):
 
 def run_pool(tmp_path: Path, body) -> None:  # noqa: ANN001
     async def main() -> None:
-        backend = open_backend(tmp_path / "state", "zygote")
+        backend = open_backend(tmp_path / "state", "zygote", provisions=provisions())
         pool = EnvironmentPool(backend)
         await pool.start()
         try:
@@ -152,11 +153,11 @@ def test_other_runtimes_are_execd(tmp_path: Path) -> None:
 
 
 def test_sandboxes_survive_the_zygote_and_it_restarts(tmp_path: Path) -> None:
-    backend = open_backend(tmp_path / "state", "zygote")
+    backend = open_backend(tmp_path / "state", "zygote", provisions=provisions())
     assert isinstance(backend, ZygoteBackend)
 
     async def run() -> tuple[int, int, int]:
-        spec = SandboxSpec(sandbox_id="survivor", argv=["/bin/sleep", "60"], env={})
+        spec = SandboxSpec(sandbox_id="survivor", start=Exec(["/bin/sleep", "60"]), env={})
         survivor = await backend.start(spec)
         first_zygote = backend.zygote_pid
         os.kill(first_zygote, signal.SIGKILL)
@@ -164,7 +165,9 @@ def test_sandboxes_survive_the_zygote_and_it_restarts(tmp_path: Path) -> None:
         assert survivor.alive()
         assert survivor.stats().pids == 1
         # The next start notices and starts a new zygote.
-        again = await backend.start(SandboxSpec(sandbox_id="again", argv=["/bin/true"], env={}))
+        again = await backend.start(
+            SandboxSpec(sandbox_id="again", start=Exec(["/bin/true"]), env={})
+        )
         assert await asyncio.wait_for(again.wait(), 10) == 0
         await again.destroy()
         # The orphaned sandbox is still controllable; its end is seen through its pidfd.
@@ -184,7 +187,7 @@ def test_sandboxes_survive_the_zygote_and_it_restarts(tmp_path: Path) -> None:
 
 
 def test_zygote_exits_with_its_backend(tmp_path: Path) -> None:
-    backend = open_backend(tmp_path / "state", "zygote")
+    backend = open_backend(tmp_path / "state", "zygote", provisions=provisions())
     assert isinstance(backend, ZygoteBackend)
     pid = backend.zygote_pid
     backend.close()
@@ -197,14 +200,14 @@ def test_zygote_exits_with_its_backend(tmp_path: Path) -> None:
 def test_auto_falls_back_to_bwrap_with_a_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(zygote_module, "PYTHON", str(tmp_path / "no-python"))
+    missing = dataclasses.replace(provisions(), python=str(tmp_path / "no-python"))
     with caplog.at_level(logging.WARNING, logger="lambdahost.sandbox"):
-        backend = open_backend(tmp_path / "state", "auto")
+        backend = open_backend(tmp_path / "state", "auto", provisions=missing)
     assert isinstance(backend, BwrapBackend)
     assert "zygote sandboxes unavailable" in caplog.text and "no-python" in caplog.text
     with pytest.raises(SandboxError):
-        open_backend(tmp_path / "state", "zygote")
+        open_backend(tmp_path / "state", "zygote", provisions=missing)
     with pytest.raises(SandboxError):
-        open_backend(tmp_path / "state", "firecracker")
+        open_backend(tmp_path / "state", "firecracker", provisions=provisions())
     monkeypatch.setenv("LAMBDAHOST_SANDBOX", "bwrap")
-    assert isinstance(open_backend(tmp_path / "state"), BwrapBackend)
+    assert isinstance(open_backend(tmp_path / "state", provisions=provisions()), BwrapBackend)

@@ -30,32 +30,32 @@ def decode_candidates(value: str) -> list[list[str]]:
 
 # Set by the zygote to `forkserver.spawn`: starts a pre-imported runtime by fork, or says None.
 fork_runtime = None
-RUNTIME_MODULE = "lambdahost_runtime"  # what our python bootstrap.py imports
 
 
-def preload_runtime(argv: list[str]) -> None:
-    """Outside the zygote, for our python runtime: import its module here and have
-    `forkserver` fork it from the agent, instead of paying for a second interpreter start-up
-    (~15 ms). Same process set-up as on the zygote path; any other argv is exec'd."""
+def preload_runtime(argv: list[str], modules: list[str]) -> None:
+    """Outside the zygote, for a runtime whose `modules` (files, from LAMBDAHOST_PRELOAD) the
+    host says may be imported ahead: import them here and have `forkserver` fork the runtime
+    from the agent, instead of paying for a second interpreter start-up (~15 ms). Same
+    process set-up as on the zygote path; any other argv is exec'd."""
     import sys
 
     from . import forkserver
 
-    if not forkserver.can_run(argv):
+    if not modules or not forkserver.can_run(argv):
         return
     script = argv[3]
-    directory = script.rpartition("/")[0]
-    if not os.path.isfile(f"{directory}/{RUNTIME_MODULE}.py"):
-        return
-    sys.path.insert(0, directory)
     try:
         with open(script, "rb") as f:
             code = compile(f.read(), script, "exec", dont_inherit=True)
-        __import__(RUNTIME_MODULE)
+        for module in modules:
+            directory, _, file = module.rpartition("/")
+            sys.path.insert(0, directory)
+            try:
+                __import__(file.removesuffix(".py"))
+            finally:
+                sys.path.remove(directory)
     except Exception:
         return  # exec it then: the runtime reports whatever is wrong as it always did
-    finally:
-        sys.path.remove(directory)
     forkserver.register(script, code)
     global fork_runtime
     fork_runtime = forkserver.spawn
@@ -115,7 +115,9 @@ def main() -> None:
         output_fd, runtime_fd = os.pipe()
     else:
         if argv and fork_runtime is None:
-            preload_runtime(argv)
+            preload_runtime(
+                argv, [m for m in os.environ.get("LAMBDAHOST_PRELOAD", "").split(":") if m]
+            )
         pid, output_fd, error = spawn(argv, env) if argv else (0, -1, None)
 
     from .main import Agent  # the heavier imports, while the runtime starts

@@ -1,4 +1,4 @@
-"""Start the python3.11 runtime by forking the agent instead of exec'ing an interpreter.
+"""Start a Python runtime by forking the agent instead of exec'ing an interpreter.
 
 On the zygote path (`lambdahost.sandbox.zygote_main`) the agent runs inside a process that had
 already imported the runtime module before it was forked into the sandbox, so the runtime can
@@ -8,7 +8,7 @@ runtimes, a custom bootstrap), which then start with exec as always. On the fres
 `boot.preload_runtime` imports the runtime module in the agent itself and uses this module the
 same way, saving the second interpreter start-up.
 
-What the child sets up is what `python3.11 -u -S <bootstrap>` would have: the environment,
+What the child sets up is what `<python> -u -S <bootstrap>` would have: the environment,
 argv, sys.path (script directory, PYTHONPATH, stdlib), unbuffered text stdout/stderr on the
 output pipe, stdin on /dev/null, a session of its own, no inherited descriptors, a fresh
 `__main__` running the bootstrap's code. What differs: `sys.flags` (the zygote's `-I -S`),
@@ -26,7 +26,9 @@ import types
 
 from .shared import set_dumpable
 
-PYTHON = "/usr/bin/python3.11"
+# A fork stands in for an exec of this very interpreter only (not a path of our own: the host
+# chose the agent's interpreter, and a runtime on another one must really be exec'd).
+PYTHON = sys.executable
 RUNTIME_OPTIONS = ["-u", "-S"]
 # The zygote's own interpreter path (-I -S: just the stdlib), captured before anything
 # appends to it.
@@ -42,12 +44,12 @@ def register(script: str, code: types.CodeType) -> None:
 
 
 def can_run(argv: list[str]) -> bool:
-    """argv has the form this module stands in for: [python3.11, -u, -S, <script>]."""
-    return len(argv) == 4 and argv[0] == PYTHON and argv[1:3] == RUNTIME_OPTIONS
+    """argv has the form this module stands in for: [<our python>, -u, -S, <script>]."""
+    return len(argv) == 4 and bool(PYTHON) and argv[0] == PYTHON and argv[1:3] == RUNTIME_OPTIONS
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> tuple[int, int, OSError | None] | None:
-    """Like `boot.spawn`, for argv = [python3.11, -u, -S, <registered bootstrap>]; else None."""
+    """Like `boot.spawn`, for argv = [<our python>, -u, -S, <registered bootstrap>]; else None."""
     if not can_run(argv):
         return None
     code = _bootstraps.get(argv[3])

@@ -18,9 +18,9 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from lambdahost.agent import command as agent_command
+import lambdahost
 from lambdahost.agent.boot import encode_candidates
 from lambdahost.agent.protocol import encode
 from lambdahost.invoke.agent_limits import (
@@ -33,12 +33,32 @@ from lambdahost.invoke.agent_limits import (
     LogBudget,
 )
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, LogLine
-from lambdahost.runtimes import bootstrap_candidates, environment_for
-from lambdahost.sandbox.api import Backend, Mount, Sandbox, SandboxSpec
+from lambdahost.runtimes import (
+    OPT_DIR,
+    PYTHON,
+    RUNTIME_DIR,
+    RUNTIMES,
+    TASK_ROOT,
+    bootstrap_candidates,
+    environment_for,
+    preload_modules,
+)
+from lambdahost.sandbox.api import (
+    Backend,
+    BootAgent,
+    Mount,
+    PreloadedRuntime,
+    Provisions,
+    Sandbox,
+    SandboxSpec,
+)
 
 log = logging.getLogger("lambdahost.environment")
 
+# Where every environment sees the agent package (imported as `rapid`: Lambda's init is RAPID).
 AGENT_DIR = "/var/rapid"
+# The host directory holding `agent/` (mounted at AGENT_DIR) and `runtimes/` (at RUNTIME_DIR).
+PACKAGE_ROOT = Path(lambdahost.__file__).parent
 SHUTDOWN_BUDGET_MS = 2000  # Lambda's shutdown phase: runtime grace + extensions, in total
 PIDS_MAX = 1024
 # Unclaimed frames (wire bytes) before the link stops reading; it reads again below half.
@@ -62,6 +82,34 @@ class Message:
             return [(int(stamp), str(text)) for stamp, text in self.header.get("logs", ())]
         except (TypeError, ValueError):
             return []  # not from the link (which checked them): lose the logs, not the platform
+
+
+def provisions(root: Path = PACKAGE_ROOT) -> Provisions:
+    """What the sandbox backend must provide for the registry's runtimes (`runtimes.RUNTIMES`):
+    the agent's interpreter, the /etc entries interpreters read, and the code a backend may
+    import ahead: the agent, and the Python runtimes it can fork instead of exec'ing."""
+    code = Mount(root / "runtimes", RUNTIME_DIR)
+    preload = tuple(
+        PreloadedRuntime(
+            runtime.name,
+            code,
+            modules=tuple((PurePosixPath(file).stem, file) for file in runtime.preload),
+            bootstraps=tuple(
+                str(PurePosixPath(argv[-1]).relative_to(RUNTIME_DIR)) for argv in runtime.bootstrap
+            ),
+        )
+        for runtime in RUNTIMES.values()
+        if runtime.preload and runtime.interpreter == PYTHON
+    )
+    return Provisions(
+        python=PYTHON,
+        python_package=next(
+            (r.package for r in RUNTIMES.values() if r.interpreter == PYTHON and r.package), ""
+        ),
+        etc=tuple(dict.fromkeys(entry for runtime in RUNTIMES.values() for entry in runtime.etc)),
+        agent=Mount(root / "agent", AGENT_DIR),
+        preload=preload,
+    )
 
 
 def cpu_shares_for(memory_mb: int) -> int:
@@ -161,19 +209,22 @@ class Environment:
             env["LAMBDAHOST_AGENT_FD"] = str(agent_end.fileno())
             candidates = bootstrap_candidates(spec.runtime, spec.environment)
             env["LAMBDAHOST_BOOTSTRAP"] = encode_candidates(candidates)
+            if preload := preload_modules(spec.runtime):
+                env["LAMBDAHOST_PRELOAD"] = ":".join(preload)
             env["LAMBDAHOST_ACCOUNT_ID"] = spec.account_id  # for extensions' registration
             mounts = [
-                Mount(spec.code_dir, "/var/task"),
-                Mount(runtime_root / "runtimes", "/var/runtime"),
-                Mount(runtime_root / "agent", AGENT_DIR),
+                Mount(spec.code_dir, TASK_ROOT),
+                Mount(runtime_root / "runtimes", RUNTIME_DIR),
             ]
             if spec.layer_dirs:
-                mounts.append(Mount(spec.layer_dirs[0], "/opt"))  # merging layers comes later
+                mounts.append(Mount(spec.layer_dirs[0], OPT_DIR))  # merging layers comes later
+            agent = BootAgent(Mount(runtime_root / "agent", AGENT_DIR), PYTHON, spec.runtime)
             sandbox_spec = SandboxSpec(
                 sandbox_id=self.id,
-                argv=agent_command(AGENT_DIR),
+                start=agent,
                 env=env,
                 mounts=mounts,
+                cwd=TASK_ROOT,
                 memory_mb=spec.memory_mb,
                 cpu_shares=cpu_shares_for(spec.memory_mb),
                 pids_max=PIDS_MAX,

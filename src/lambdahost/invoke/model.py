@@ -17,7 +17,7 @@ class FunctionSpec:
     arn: str  # unqualified function ARN
     version: str  # "$LATEST", "1", ...
     revision_id: str
-    runtime: str  # python3.11 | nodejs20.x | provided.al2023 | provided.al2
+    runtime: str  # a key of `runtimes.RUNTIMES`
     handler: str
     code_dir: Path  # unpacked code, read-only at /var/task
     memory_mb: int

@@ -26,7 +26,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import lambdahost
 from lambdahost.invoke.capacity import (
     HostCapacity,
     Need,
@@ -36,7 +35,7 @@ from lambdahost.invoke.capacity import (
     host_throttled,
     pick_victims,
 )
-from lambdahost.invoke.environment import Environment, Message
+from lambdahost.invoke.environment import PACKAGE_ROOT, Environment, Message
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult, LogLine
 from lambdahost.invoke.reports import (
     error_payload,
@@ -49,6 +48,7 @@ from lambdahost.invoke.reports import (
     report_record,
 )
 from lambdahost.invoke.streaming import ChunkCollector
+from lambdahost.runtimes import python_runtime_dirs
 from lambdahost.sandbox.api import Backend
 
 log = logging.getLogger("lambdahost.pool")
@@ -78,8 +78,8 @@ class EnvironmentPool:
         self.starts = starts or StartGate(default_cold_starts(), max_waiting=1000, max_wait_s=60.0)
         self._slots: dict[str, StartSlot] = {}  # admitted, not yet started: its gate slot
         self._measuring: asyncio.Task[None] | None = None
-        # Holds `agent/` (mounted at /var/rapid) and `runtimes/` (at /var/runtime).
-        self.runtime_root = runtime_root or Path(lambdahost.__file__).parent
+        # Holds `agent/` and `runtimes/` (see `environment.PACKAGE_ROOT`).
+        self.runtime_root = runtime_root or PACKAGE_ROOT
         self._idle: dict[Key, list[Environment]] = {}
         self._all: set[Environment] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -102,7 +102,7 @@ class EnvironmentPool:
         (inside, the mounts are read-only and Python would compile again every time)."""
         import compileall
 
-        for directory in ("agent", "runtimes/python"):
+        for directory in ("agent", *(f"runtimes/{d}" for d in python_runtime_dirs())):
             with contextlib.suppress(Exception):
                 compileall.compile_dir(self.runtime_root / directory, quiet=2)
 

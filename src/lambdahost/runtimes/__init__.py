@@ -3,46 +3,95 @@
 This directory is mounted read-only at `/var/runtime` (`LAMBDA_RUNTIME_DIR`) inside every
 sandbox; `python/bootstrap.py` and `nodejs/index.mjs` are our own small runtime loops speaking
 the Runtime API, `provided.*` runs the function's own `bootstrap`. Only this module runs on
-the host.
+the host. `RUNTIMES` is the one registry of runtimes: `control/` validates against it,
+`invoke/` builds environments and tells the sandbox backend what to provide from it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from lambdahost.invoke.model import FunctionSpec
-
+# The file system a function sees (Lambda's paths); the only place they are spelled.
+TASK_ROOT = "/var/task"  # the function's code
+RUNTIME_DIR = "/var/runtime"  # this directory
+OPT_DIR = "/opt"  # the function's layers
 RUNTIME_API = "127.0.0.1:9001"
-TASK_ROOT = "/var/task"
-RUNTIME_DIR = "/var/runtime"
+# Interpreters: Debian's, never a venv's or pyenv's (the pyenv shim costs ~85 ms a start).
+# PYTHON also runs the agent (stdlib only), and so the zygote that pre-imports it.
 PYTHON = "/usr/bin/python3.11"
 NODE = "/usr/bin/node"
 
-# runtime → (candidate bootstrap argvs, AWS_EXECUTION_ENV, INIT_START runtime version)
-_RUNTIMES: dict[str, tuple[list[list[str]], str | None, str]] = {
-    "python3.11": (
-        [[PYTHON, "-u", "-S", f"{RUNTIME_DIR}/python/bootstrap.py"]],
-        "AWS_Lambda_python3.11",
-        "python:3.11.v1",
-    ),
-    "nodejs20.x": (
-        [[NODE, f"{RUNTIME_DIR}/nodejs/index.mjs"]],
-        "AWS_Lambda_nodejs20.x",
-        "nodejs:20.v1",
-    ),
-    "provided.al2023": (
-        [[f"{TASK_ROOT}/bootstrap"], ["/opt/bootstrap"]],
-        None,
-        "provided:al2023.v1",
-    ),
-    "provided.al2": (
-        [[f"{TASK_ROOT}/bootstrap"], ["/opt/bootstrap"]],
-        None,
-        "provided:al2.v1",
-    ),
+
+@dataclass(frozen=True)
+class Runtime:
+    """One value of a function's `Runtime`, and everything the platform needs to serve it.
+
+    How to add a runtime: add one `Runtime(...)` to `RUNTIMES` below (and, for a managed
+    runtime, its runtime loop under this directory). Nothing else names runtimes:
+    CreateFunction accepts what is listed here, environments start its `bootstrap`, the
+    sandbox backends are told its interpreter, `/etc` entries and pre-importable modules
+    (`invoke.environment.provisions`), and `tests/test_layering.py` checks the entry."""
+
+    name: str  # e.g. python3.11: what CreateFunction's Runtime says
+    # argv lists inside the sandbox, tried in order: the first whose program exists runs.
+    bootstrap: tuple[tuple[str, ...], ...]
+    version: str  # INIT_START's "Runtime Version"
+    execution_env: str | None = None  # AWS_EXECUTION_ENV; None: a custom runtime (provided.*)
+    interpreter: str | None = None  # absolute path; None: the function brings its own
+    package: str | None = None  # the Debian package that provides `interpreter`
+    etc: tuple[str, ...] = ()  # host /etc entries the interpreter reads (copied into /etc)
+    env: Mapping[str, str] = field(default_factory=dict)  # defaults the user may override
+    # Modules (files under RUNTIME_DIR) a backend may import ahead of time so the runtime
+    # starts as a fork of the agent (the zygote). Only for runtimes on PYTHON whose
+    # bootstrap is `PYTHON -u -S <script>`, the form `agent.forkserver` stands in for.
+    preload: tuple[str, ...] = ()
+
+    @property
+    def managed(self) -> bool:
+        """A runtime of ours (not the function's own bootstrap): honours the exec wrapper."""
+        return self.execution_env is not None
+
+
+def _custom(name: str, version: str) -> Runtime:
+    return Runtime(name, ((f"{TASK_ROOT}/bootstrap",), (f"{OPT_DIR}/bootstrap",)), version)
+
+
+RUNTIMES: dict[str, Runtime] = {
+    runtime.name: runtime
+    for runtime in (
+        Runtime(
+            "python3.11",
+            ((PYTHON, "-u", "-S", f"{RUNTIME_DIR}/python/bootstrap.py"),),
+            "python:3.11.v1",
+            execution_env="AWS_Lambda_python3.11",
+            interpreter=PYTHON,
+            package="python3.11-minimal",
+            etc=("python3", "python3.11"),
+            env={"PYTHONPATH": RUNTIME_DIR},
+            preload=("python/lambdahost_runtime.py",),
+        ),
+        Runtime(
+            "nodejs20.x",
+            ((NODE, f"{RUNTIME_DIR}/nodejs/index.mjs"),),
+            "nodejs:20.v1",
+            execution_env="AWS_Lambda_nodejs20.x",
+            interpreter=NODE,
+            package="nodejs",
+            env={
+                "NODE_PATH": (
+                    f"{OPT_DIR}/nodejs/node20/node_modules:{OPT_DIR}/nodejs/node_modules:"
+                    f"{RUNTIME_DIR}/node_modules:{RUNTIME_DIR}:{TASK_ROOT}"
+                )
+            },
+        ),
+        _custom("provided.al2023", "provided:al2023.v1"),
+        _custom("provided.al2", "provided:al2.v1"),
+    )
 }
-SUPPORTED = tuple(_RUNTIMES)
+SUPPORTED = tuple(RUNTIMES)
 
 # Variables the function's configuration may not override (Lambda rejects them on update;
 # we also refuse them here so a stale configuration cannot break an environment).
@@ -77,39 +126,75 @@ def bootstrap_candidates(
 
     `AWS_LAMBDA_EXEC_WRAPPER` in the function's environment runs a managed runtime's
     bootstrap as `<wrapper> <bootstrap argv...>` (custom runtimes ignore it, as in Lambda)."""
-    candidates, execution_env, _ = _RUNTIMES[runtime]
+    entry = RUNTIMES[runtime]
+    candidates = [list(argv) for argv in entry.bootstrap]
     wrapper = (environment or {}).get("AWS_LAMBDA_EXEC_WRAPPER")
-    if wrapper and execution_env is not None:
+    if wrapper and entry.managed:
         return [[wrapper, *argv] for argv in candidates]
     return candidates
 
 
+def preload_modules(runtime: str) -> list[str]:
+    """Paths inside the sandbox of the modules the agent may import ahead of the runtime (see
+    `Runtime.preload`); the agent gets them as LAMBDAHOST_PRELOAD."""
+    return [f"{RUNTIME_DIR}/{file}" for file in RUNTIMES[runtime].preload]
+
+
+def python_runtime_dirs() -> list[str]:
+    """Directories under RUNTIME_DIR holding the Python runtimes' code (worth precompiling)."""
+    dirs = [
+        str(PurePosixPath(argv[-1]).parent.relative_to(RUNTIME_DIR))
+        for runtime in RUNTIMES.values()
+        if runtime.interpreter == PYTHON
+        for argv in runtime.bootstrap
+    ]
+    return list(dict.fromkeys(dirs))
+
+
 def runtime_version(runtime: str) -> str:
     """The `Runtime Version:` of the INIT_START log line."""
-    return _RUNTIMES[runtime][2]
+    return RUNTIMES[runtime].version
+
+
+class FunctionFacts(Protocol):
+    """What the runtime environment is built from (`invoke.model.FunctionSpec` has it)."""
+
+    @property
+    def runtime(self) -> str: ...
+    @property
+    def handler(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def initialization_type(self) -> str: ...
+    @property
+    def log_group(self) -> str: ...
+    @property
+    def environment(self) -> Mapping[str, str]: ...
 
 
 def environment_for(
-    spec: FunctionSpec, log_stream: str, *, runtime_api: str = RUNTIME_API
+    spec: FunctionFacts, log_stream: str, *, runtime_api: str = RUNTIME_API
 ) -> dict[str, str]:
     """The complete environment of the runtime process, as Lambda builds it: defaults the
     user may override, the user's variables, then the reserved ones on top."""
     env = {
         "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
         "LD_LIBRARY_PATH": (
-            "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:"
-            "/var/task:/var/task/lib:/opt/lib"
+            f"/var/lang/lib:/lib64:/usr/lib64:{RUNTIME_DIR}:{RUNTIME_DIR}/lib:"
+            f"{TASK_ROOT}:{TASK_ROOT}/lib:{OPT_DIR}/lib"
         ),
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
     }
-    if spec.runtime.startswith("python"):
-        env["PYTHONPATH"] = RUNTIME_DIR
-    elif spec.runtime.startswith("nodejs"):
-        env["NODE_PATH"] = (
-            "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:"
-            "/var/runtime/node_modules:/var/runtime:/var/task"
-        )
+    runtime = RUNTIMES[spec.runtime]
+    env.update(runtime.env)
     env.update({k: v for k, v in spec.environment.items() if k not in RESERVED})
     env.update(
         {
@@ -127,7 +212,6 @@ def environment_for(
             "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
         }
     )
-    execution_env = _RUNTIMES[spec.runtime][1]
-    if execution_env:
-        env["AWS_EXECUTION_ENV"] = execution_env
+    if runtime.execution_env:
+        env["AWS_EXECUTION_ENV"] = runtime.execution_env
     return env

@@ -8,7 +8,11 @@ import pathlib
 
 from lambdahost.sandbox.api import (
     Backend,
+    BootAgent,
+    Exec,
     Mount,
+    PreloadedRuntime,
+    Provisions,
     Sandbox,
     SandboxBusyError,
     SandboxError,
@@ -19,7 +23,11 @@ from lambdahost.sandbox.api import (
 __all__ = [
     "BACKENDS",
     "Backend",
+    "BootAgent",
+    "Exec",
     "Mount",
+    "PreloadedRuntime",
+    "Provisions",
     "Sandbox",
     "SandboxBusyError",
     "SandboxError",
@@ -32,11 +40,14 @@ BACKENDS = ("zygote", "bwrap")
 log = logging.getLogger("lambdahost.sandbox")
 
 
-def open_backend(state_dir: pathlib.Path, kind: str | None = None) -> Backend:
+def open_backend(
+    state_dir: pathlib.Path, kind: str | None = None, *, provisions: Provisions
+) -> Backend:
     """The sandbox backend for this host; `state_dir` holds its host-side state (created if
-    missing). `kind` is `zygote` (fork from a pre-initialised Python: fast cold starts),
-    `bwrap` (bubblewrap: one fresh process tree per sandbox) or `auto`/None: the zygote when
-    it works here, else bwrap with the reason logged; None also reads $LAMBDAHOST_SANDBOX.
+    missing), `provisions` what its sandboxes need (`invoke.environment.provisions()`).
+    `kind` is `zygote` (fork from a pre-initialised Python: fast cold starts), `bwrap`
+    (bubblewrap: one fresh process tree per sandbox) or `auto`/None: the zygote when it
+    works here, else bwrap with the reason logged; None also reads $LAMBDAHOST_SANDBOX.
     Raises SandboxError when the host cannot run sandboxes (or not of the requested kind)."""
     from lambdahost.sandbox.bwrap import BwrapBackend
 
@@ -47,13 +58,13 @@ def open_backend(state_dir: pathlib.Path, kind: str | None = None) -> Backend:
         from lambdahost.sandbox.zygote import ZygoteBackend
 
         try:
-            backend: Backend = ZygoteBackend(state_dir)
+            backend: Backend = ZygoteBackend(state_dir, provisions)
             log.info("sandbox backend: zygote")
             return backend
         except SandboxError as error:
             if kind == "zygote":
                 raise
             log.warning("zygote sandboxes unavailable, using bwrap: %s", error)
-    backend = BwrapBackend(state_dir)
+    backend = BwrapBackend(state_dir, provisions)
     log.info("sandbox backend: bwrap")
     return backend

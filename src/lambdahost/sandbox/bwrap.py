@@ -43,7 +43,7 @@ from pathlib import Path
 
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox import hostcheck
-from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
+from lambdahost.sandbox.api import Backend, Mount, Provisions, SandboxError, SandboxSpec
 from lambdahost.sandbox.controlled import CgroupSandbox
 from lambdahost.sandbox.procviews import ProcViews
 from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_volume
@@ -76,7 +76,9 @@ class BwrapBackend(Backend):
     where the instance is derived from `state_dir` so that servers with different data dirs
     (and test runs) never touch each other's sandboxes."""
 
-    def __init__(self, state_dir: Path, cgroup_root: Path = cg.CGROUP_ROOT) -> None:
+    def __init__(
+        self, state_dir: Path, provisions: Provisions, cgroup_root: Path = cg.CGROUP_ROOT
+    ) -> None:
         # Before any helper starts: on cgroup v2 this may move us into a leaf group.
         problems = hostcheck.problems((BWRAP, SETPRIV, ENV, SH), cgroup_root)
         if problems:
@@ -89,7 +91,7 @@ class BwrapBackend(Backend):
         self._sandboxes_dir.mkdir(parents=True, exist_ok=True)
         self._filter = build_filter()
         self._uids = UidPool.from_environment()
-        self._etc = EtcDirs(self.state_dir / "rootfs")
+        self._etc = EtcDirs(self.state_dir / "rootfs", provisions.etc)
         self._etc.for_uid(self._uids.first)
         self._volumes = TmpVolumes(self.state_dir / "tmp")
         self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
@@ -104,7 +106,7 @@ class BwrapBackend(Backend):
         host_dir = self._sandboxes_dir / spec.sandbox_id
         if cgroups.exists() or host_dir.exists():
             raise SandboxError(f"sandbox {spec.sandbox_id} already exists")
-        mounts = check_mounts(spec.mounts)
+        mounts = check_mounts(spec.all_mounts())  # BootAgent: exec its argv, nothing faster
         tmp = await lease(self._volumes, spec.tmp_mb << 20)
         uid = self._uids.acquire() if spec.uid is None else spec.uid
         try:

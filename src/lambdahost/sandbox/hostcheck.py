@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from lambdahost.sandbox import cgroups as cg
 
-# Debian's package for each tool a backend runs.
+# Debian's package for each tool a backend runs (interpreters: `Provisions` names theirs).
 _PACKAGES = {"bwrap": "bubblewrap", "setpriv": "util-linux", "env": "coreutils"}
-_PACKAGES["python3.11"] = "python3.11-minimal"
 
 
-def problems(tools: tuple[str, ...] = (), cgroup_root: Path = cg.CGROUP_ROOT) -> list[str]:
+def problems(
+    tools: tuple[str, ...] = (),
+    cgroup_root: Path = cg.CGROUP_ROOT,
+    packages: Mapping[str, str] | None = None,
+) -> list[str]:
     """Everything missing for a backend that runs `tools`; [] when the host is fit. Detecting
-    the cgroup layout prepares it (cgroup v2: our delegated subtree), once per process."""
+    the cgroup layout prepares it (cgroup v2: our delegated subtree), once per process.
+    `packages`: tool path → the Debian package providing it, beyond the backends' own."""
     found: list[str] = []
     root = os.geteuid() == 0
     if not root:
@@ -29,7 +34,8 @@ def problems(tools: tuple[str, ...] = (), cgroup_root: Path = cg.CGROUP_ROOT) ->
             )
     for tool in tools:
         if not os.access(tool, os.X_OK):
-            package = _PACKAGES.get(Path(tool).name, Path(tool).name)
+            name = Path(tool).name
+            package = (packages or {}).get(tool) or _PACKAGES.get(name, name)
             found.append(f"{tool} is missing; install it with `apt-get install {package}`.")
     if root:
         try:

@@ -1,8 +1,8 @@
 """Turn a freshly forked process into a sandbox, in-process: what bwrap + setpriv + env do on
 the bwrap path, as ~40 system calls made through ctypes. Used by the zygote (`zygote_main`).
 
-Stdlib only and importable without the rest of `lambdahost`: the zygote runs it under Debian's
-`/usr/bin/python3.11 -I -S`, loaded by file path.
+Stdlib only and importable without the rest of `lambdahost`: the zygote runs it under its
+interpreter (`Provisions.python`, `-I -S`), loaded by file path.
 
 The caller forks after `unshare(CLONE_NEWPID)`, so the child is PID 1 of a new pid namespace
 and still root on the host; `enter()` then, in this order (each step needs the one before):

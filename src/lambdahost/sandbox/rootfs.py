@@ -23,7 +23,8 @@ BASE_SYMLINKS = {"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/li
 FIXED_TARGETS = ("/", "/usr", "/etc", "/proc", "/dev", "/tmp", *BASE_SYMLINKS)
 
 # Copied from the host's /etc when present: libc, TLS trust, timezone data paths and the
-# Debian alternatives symlinks that /usr/bin entries point through. Never anything secret.
+# Debian alternatives symlinks that /usr/bin entries point through, plus what the runtimes'
+# interpreters read (`Provisions.etc`). Never anything secret.
 _COPIED_ETC = (
     "ld.so.cache",
     "ld.so.conf",
@@ -34,8 +35,6 @@ _COPIED_ETC = (
     "services",
     "mime.types",
     "os-release",
-    "python3",
-    "python3.11",
     "resolv.conf",
 )
 # Bound read-only instead of copied: hundreds of symlinks, slow to copy, public anyway.
@@ -58,15 +57,17 @@ _HOSTS = """\
 
 
 class EtcDirs:
-    """The generated /etc of each sandbox uid, built on first use under `root`."""
+    """The generated /etc of each sandbox uid, built on first use under `root`; `extra`: host
+    /etc entries copied too (`Provisions.etc`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra: tuple[str, ...] = ()) -> None:
         self.root = root
+        self.extra = extra
         self._dirs: dict[int, Path] = {}
 
     def for_uid(self, uid: int) -> Path:
         if uid not in self._dirs:
-            self._dirs[uid] = build_etc(self.root / f"etc-{uid}", uid)
+            self._dirs[uid] = build_etc(self.root / f"etc-{uid}", uid, self.extra)
         return self._dirs[uid]
 
     async def prepare(self, uid: int) -> None:
@@ -75,12 +76,14 @@ class EtcDirs:
             await asyncio.to_thread(self.for_uid, uid)
 
 
-def build_etc(target: Path, uid: int) -> Path:
+def build_etc(target: Path, uid: int, extra: tuple[str, ...] = ()) -> Path:
     """Write a minimal /etc for sandboxes running as `uid` into `target` (replaced whole)."""
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for relative in _COPIED_ETC:
+    for relative in dict.fromkeys((*_COPIED_ETC, *extra)):
+        if PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts:
+            raise SandboxError(f"/etc entry must be a relative path: {relative}")
         source = HOST_ETC / relative
         dest = staging / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +180,7 @@ def bwrap_mount_args(
     if cwd_path != PurePosixPath("/") and not any(
         root == cwd_path or root in cwd_path.parents for root in covering
     ):
-        ensure_dir(cwd_path)  # e.g. /var/task without code mounted: an empty directory
+        ensure_dir(cwd_path)  # e.g. the code's directory without code mounted: empty
     args += ["--remount-ro", "/"]
     return args
 

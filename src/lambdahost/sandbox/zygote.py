@@ -2,11 +2,12 @@
 
 A cold start on the bwrap path pays for bwrap, setpriv, env and an interpreter start-up before
 the agent runs, then another interpreter for the runtime. Here one root process per backend
-(`zygote_main`, Debian's python3.11) has imported the agent, the python runtime and common
-stdlib modules once; per sandbox it forks a child that enters fresh namespaces and the
-sandbox's cgroups (`launcher`), drops to the sandbox uid under the same seccomp filter, and
-runs the already-imported agent, which forks the already-imported runtime (`agent.forkserver`).
-Other argv (node, custom runtimes, tests' probes) are exec'd after the same set-up.
+(`zygote_main`, on the interpreter `Provisions.python`) has imported the agent, the Python
+runtimes of `Provisions.preload` and common stdlib modules once; per sandbox it forks a
+child that enters fresh namespaces and the sandbox's cgroups (`launcher`), drops to the
+sandbox uid under the same seccomp filter, and runs the already-imported agent, which forks
+the already-imported runtime (`agent.forkserver`). Whatever else the spec starts (`Exec`, or
+an agent or runtime code other than the imported ones) is exec'd after the same set-up.
 
     server ──spawn request + fds──▶ zygote ─unshare(pid) + fork─▶ PID 1: cgroups, unshare,
         ◀──pid + pidfd──────────────  │                            root, its uid, seccomp
@@ -29,12 +30,17 @@ import os
 import select
 from pathlib import Path
 
-import lambdahost
-from lambdahost.agent import command as agent_command
-from lambdahost.runtimes import RUNTIME_DIR
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox import hostcheck
-from lambdahost.sandbox.api import Backend, Mount, SandboxError, SandboxSpec
+from lambdahost.sandbox.api import (
+    Backend,
+    BootAgent,
+    Exec,
+    Mount,
+    Provisions,
+    SandboxError,
+    SandboxSpec,
+)
 from lambdahost.sandbox.bwrap import _validate, remove_stale
 from lambdahost.sandbox.controlled import CgroupSandbox
 from lambdahost.sandbox.procviews import ProcViews
@@ -43,16 +49,10 @@ from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 from lambdahost.sandbox.uids import UidPool
 from lambdahost.sandbox.watchdog import Watchdog
-from lambdahost.sandbox.zygote_link import (
-    LAUNCHER,
-    PYTHON,
-    START_TIMEOUT,
-    ZygoteLink,
-)
+from lambdahost.sandbox.zygote_link import LAUNCHER, START_TIMEOUT, ZygoteLink
 
 log = logging.getLogger("lambdahost.sandbox")
 
-AGENT_TARGET = "/var/rapid"  # where invoke/ mounts the agent (environment.AGENT_DIR)
 _STDERR_TAIL_BYTES = 8192
 _KILLED = -9
 
@@ -62,13 +62,11 @@ class ZygoteBackend(Backend):
     bwrap backend names them (the instance derived from `state_dir`)."""
 
     def __init__(
-        self,
-        state_dir: Path,
-        cgroup_root: Path = cg.CGROUP_ROOT,
-        package_dir: Path | None = None,
+        self, state_dir: Path, provisions: Provisions, cgroup_root: Path = cg.CGROUP_ROOT
     ) -> None:
         # Before any helper starts: on cgroup v2 this may move us into a leaf group.
-        problems = hostcheck.problems((PYTHON,), cgroup_root)
+        python = provisions.python
+        problems = hostcheck.problems((python,), cgroup_root, {python: provisions.python_package})
         if problems:
             raise SandboxError("\n".join(problems))
         self.cgroup_layout = cg.detect(cgroup_root)  # found by the check
@@ -80,15 +78,18 @@ class ZygoteBackend(Backend):
         self._new_root = self.state_dir / "root"  # only a mount point, inside each sandbox
         self._new_root.mkdir(parents=True, exist_ok=True)
         self._new_root.chmod(0o755)
-        package = (package_dir or Path(lambdahost.__file__).parent).resolve()
-        self.agent_dir = package / "agent"
-        self.runtimes_dir = package / "runtimes"
+        self.python = python
+        # What the zygote imports, sources resolved: a spec's start runs in-process only when
+        # it names this very code (`_in_process`).
+        self.agent = _resolved(provisions.agent) if provisions.agent else None
+        self.preloaded = {
+            runtime.name: (runtime, _resolved(runtime.code)) for runtime in provisions.preload
+        }
         self._filter = build_filter()
         self._uids = UidPool.from_environment()
-        self._etc = EtcDirs(self.state_dir / "rootfs")
+        self._etc = EtcDirs(self.state_dir / "rootfs", provisions.etc)
         self._etc.for_uid(self._uids.first)
         self._plans: dict[tuple, list[str]] = {}
-        self._agent_argv = agent_command(AGENT_TARGET)
         self._proc_views: ProcViews | None = None  # the self-test runs without
         self._link = self._start_link()
         self._self_test()
@@ -101,33 +102,35 @@ class ZygoteBackend(Backend):
         )
 
     # -- the zygote ------------------------------------------------------------------------
-    def _config(self) -> dict:
-        python = self.runtimes_dir / "python"
-        inside = f"{RUNTIME_DIR}/python"
-        return {
+    def _config(self) -> dict[str, object]:
+        config: dict[str, object] = {
             "t": "config",
             "launcher": str(LAUNCHER),
             "filter": self._filter.hex(),
-            "agent": {"source": str(self.agent_dir), "target": AGENT_TARGET},
-            "modules": [
-                [
-                    "lambdahost_runtime",
-                    str(python / "lambdahost_runtime.py"),
-                    f"{inside}/lambdahost_runtime.py",
-                ]
-            ],
-            "bootstraps": [[str(python / "bootstrap.py"), f"{inside}/bootstrap.py"]],
         }
+        if self.agent is None:
+            return config  # runtimes are forked by the agent: without it, nothing to import
+        modules: list[list[str]] = []
+        bootstraps: list[list[str]] = []
+        for runtime, code in self.preloaded.values():
+            for name, file in runtime.modules:
+                modules.append([name, str(code.source / file), f"{code.target}/{file}"])
+            for file in runtime.bootstraps:
+                bootstraps.append([str(code.source / file), f"{code.target}/{file}"])
+        config["agent"] = {"source": str(self.agent.source), "target": self.agent.target}
+        config["modules"] = modules
+        config["bootstraps"] = bootstraps
+        return config
 
     def _start_link(self) -> ZygoteLink:
-        link = ZygoteLink(self._config())
+        link = ZygoteLink(self._config(), self.python)
         log.debug("zygote %d ready, preloaded %s", link.pid, ", ".join(link.preloaded))
         return link
 
     def _self_test(self) -> None:
         """Start one trivial sandbox (namespaces, mounts, pivot_root, uid, seccomp, exec): if
         this host cannot do any of it, say so now rather than on the first invoke."""
-        spec = SandboxSpec(sandbox_id="self-test", argv=["/bin/true"], env={})
+        spec = SandboxSpec(sandbox_id="self-test", start=Exec(["/bin/true"]), env={})
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             request = self._request(spec, self._uids.first, None, [])
@@ -188,8 +191,8 @@ class ZygoteBackend(Backend):
         mounts: list[Mount],
         tmp: TmpLease | None = None,
     ) -> dict:
-        sources = {m.target: Path(m.source) for m in mounts}
         mount_args = self._mount_plan(uid, mounts, spec.tmp_mb << 20, spec.cwd)
+        in_process = self._in_process(spec.start)
         return {
             "argv": spec.argv,
             "env": spec.env,
@@ -201,18 +204,35 @@ class ZygoteBackend(Backend):
             "new_root": str(self._new_root),
             "mount_args": with_tmp_device(mount_args, tmp.device) if tmp else mount_args,
             "fd_targets": list(spec.pass_fds),
-            # Only code the zygote imported may stand in for what the sandbox would run.
-            "in_process": _same_dir(sources.get(AGENT_TARGET), self.agent_dir)
-            and spec.argv == self._agent_argv,
-            "runtime_preloaded": _same_dir(sources.get(RUNTIME_DIR), self.runtimes_dir),
+            "in_process": in_process,
+            "runtime_preloaded": in_process and self._runtime_preloaded(spec.start, mounts),
         }
+
+    # Only code the zygote imported may stand in for what the sandbox would run.
+    def _in_process(self, start: Exec | BootAgent) -> bool:
+        """The spec boots the agent the zygote imported, on the zygote's interpreter."""
+        return (
+            isinstance(start, BootAgent)
+            and self.agent is not None
+            and start.python == self.python
+            and start.agent.target == self.agent.target
+            and _same_dir(start.agent.source, self.agent.source)
+        )
+
+    def _runtime_preloaded(self, start: Exec | BootAgent, mounts: list[Mount]) -> bool:
+        """The agent's runtime is one the zygote imported, and the sandbox shows that code."""
+        entry = self.preloaded.get(start.runtime) if isinstance(start, BootAgent) else None
+        if entry is None:
+            return False
+        code = entry[1]
+        return any(m.target == code.target and _same_dir(m.source, code.source) for m in mounts)
 
     async def start(self, spec: SandboxSpec) -> ZygoteSandbox:
         _validate(spec)
         cgroups = self.cgroup_layout.group(f"{self.cgroup_parent}/{spec.sandbox_id}")
         if cgroups.exists():
             raise SandboxError(f"sandbox {spec.sandbox_id} already exists")
-        mounts = check_mounts(spec.mounts)
+        mounts = check_mounts(spec.all_mounts())
         if self._link.lost:
             log.warning("the zygote (pid %d) exited; starting a new one", self._link.pid)
             self._link = self._start_link()
@@ -400,8 +420,13 @@ class ZygoteSandbox(CgroupSandbox):
                     os.close(fd)
 
 
-def _same_dir(path: Path | None, resolved: Path) -> bool:
-    return path is not None and (path == resolved or path.resolve() == resolved)
+def _same_dir(path: Path, resolved: Path) -> bool:
+    path = Path(path)
+    return path == resolved or path.resolve() == resolved
+
+
+def _resolved(mount: Mount) -> Mount:
+    return Mount(Path(mount.source).resolve(), mount.target)
 
 
 def _pidfd_exited(pidfd: int) -> bool:

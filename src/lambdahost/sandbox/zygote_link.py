@@ -22,7 +22,6 @@ from lambdahost.sandbox.api import SandboxBusyError, SandboxError
 
 log = logging.getLogger("lambdahost.sandbox")
 
-PYTHON = "/usr/bin/python3.11"  # Debian's: what sandboxes run, never the venv's or pyenv's
 HERE = Path(__file__).resolve().parent
 ZYGOTE_MAIN = HERE / "zygote_main.py"
 LAUNCHER = HERE / "launcher.py"
@@ -45,15 +44,16 @@ class LinkedSandbox(Protocol):
 
 class ZygoteLink:
     """One zygote process and the SEQPACKET socket to it. Starting is synchronous (a few
-    hundred ms, once); spawning is async on whichever event loop is running."""
+    hundred ms, once); spawning is async on whichever event loop is running. `python`: the
+    zygote's interpreter, Debian's (the one sandboxes run), never the venv's or pyenv's."""
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, python: str) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # The source on stdin (`-`), not a path: every sandbox's /proc/1/cmdline shows
             # the zygote's argv, and host paths are none of a function's business.
             self.process = subprocess.Popen(
-                [PYTHON, "-I", "-S", "-", str(theirs.fileno())],
+                [python, "-I", "-S", "-", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,

@@ -1,9 +1,10 @@
 """The zygote process (SOCK, USENIX ATC'18): a root, single-threaded Python that has imported the
-agent, the python3.11 runtime and common stdlib modules once, and forks a sandbox per request.
+agent, the Python runtimes' modules and common stdlib modules once, and forks a sandbox per
+request.
 
-Run by `zygote.ZygoteBackend` as `/usr/bin/python3.11 -I -S - <fd>` with this file on stdin:
-Debian's interpreter (the one sandboxes run), isolated from the host's environment and
-site-packages.
+Run by `zygote.ZygoteBackend` as `<python> -I -S - <fd>` with this file on stdin, `<python>`
+being `Provisions.python`: Debian's interpreter (the one sandboxes run), isolated from the
+host's environment and site-packages.
 Stdlib only, and nothing of `lambdahost` is imported: the launcher is loaded by file path.
 
 The link to the server is one SOCK_SEQPACKET Unix socket (fd <fd>); every message is one JSON
@@ -17,9 +18,10 @@ object, descriptors ride along as SCM_RIGHTS:
 
 Per spawn the zygote unshares a pid namespace for its next child only, forks (the child is
 PID 1 there), and returns at once to its loop; the child enters the sandbox (`launcher`) and
-then either execs argv or, when the host says argv is the agent it preloaded, runs the agent
-in-process. The zygote reaps those children and reports their exit status. It exits when the
-server's end of the socket closes; running sandboxes do not depend on it.
+then either execs argv or, when the host says the spec boots the agent it preloaded
+(`api.BootAgent`), runs the agent in-process. The zygote reaps those children and reports
+their exit status. It exits when the server's end of the socket closes; running sandboxes
+do not depend on it.
 
 Every child starts as a copy of the zygote's memory, so the zygote never holds one sandbox's
 data (its environment, function name, host paths) when it forks another: a spawn's request
@@ -368,7 +370,7 @@ class Zygote:
             os._exit(status)
 
     def run_agent(self, request: dict) -> int:
-        """The agent's `boot.main()`, as `agent.command()` would have run it."""
+        """The agent's `boot.main()`, as `api.boot_argv()` would have run it."""
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         boot = sys.modules[f"{self.agent_package}.boot"]
         forkserver = sys.modules[f"{self.agent_package}.forkserver"]

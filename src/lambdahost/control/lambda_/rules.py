@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from lambdahost.errors import InvalidParameterValue, LambdaError
-from lambdahost.runtimes import RESERVED
+from lambdahost.runtimes import RESERVED, SUPPORTED
 
-SUPPORTED_RUNTIMES = ("python3.11", "nodejs20.x", "provided.al2023", "provided.al2")
+SUPPORTED_RUNTIMES = SUPPORTED  # the runtime registry (`runtimes.RUNTIMES`) decides
 MEMORY_MIN, MEMORY_MAX = 128, 10_240
 TIMEOUT_MIN, TIMEOUT_MAX = 1, 900
 EPHEMERAL_MIN, EPHEMERAL_MAX = 512, 10_240
