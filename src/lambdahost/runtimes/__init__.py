@@ -33,7 +33,7 @@ class Runtime:
     runtime, its runtime loop under this directory). Nothing else names runtimes:
     CreateFunction accepts what is listed here, environments start its `bootstrap`, the
     sandbox backends are told its interpreter, `/etc` entries and pre-importable modules
-    (`invoke.environment.provisions`), and `tests/test_layering.py` checks the entry."""
+    (`invoke.environment.provisions`), and `tests/unit/test_layering.py` checks the entry."""
 
     name: str  # e.g. python3.11: what CreateFunction's Runtime says
     # argv lists inside the sandbox, tried in order: the first whose program exists runs.
