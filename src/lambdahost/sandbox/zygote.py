@@ -33,6 +33,7 @@ from pathlib import Path
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox import hostcheck
 from lambdahost.sandbox.api import (
+    DEFAULT_TMP_MB,
     Backend,
     BootAgent,
     Exec,
@@ -94,7 +95,7 @@ class ZygoteBackend(Backend):
         self._link = self._start_link()
         self._self_test()
         self._volumes = TmpVolumes(self.state_dir / "tmp")
-        self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
+        self._volumes.prepare(DEFAULT_TMP_MB << 20)
         self._proc_views = ProcViews(self.state_dir)
         self._plans.clear()
         self._watchdog = Watchdog(
