@@ -18,6 +18,8 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_TMP_MB = 512  # `SandboxSpec.tmp_mb` unless the spec says otherwise
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -74,7 +76,7 @@ class SandboxSpec:
     memory_mb: int = 128  # hard limit, no swap; exceeding it OOM-kills
     cpu_shares: int = 1024  # relative weight; invoke/ scales it with memory
     pids_max: int = 1024
-    tmp_mb: int = 512  # size of the private tmpfs at /tmp
+    tmp_mb: int = DEFAULT_TMP_MB  # size of the private tmpfs at /tmp
     # Unprivileged host uid/gid (never root). None: the backend gives the sandbox a uid no
     # other live sandbox has (`uids.py`), the normal case.
     uid: int | None = None

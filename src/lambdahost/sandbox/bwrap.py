@@ -40,10 +40,18 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox import hostcheck
-from lambdahost.sandbox.api import Backend, Mount, Provisions, SandboxError, SandboxSpec
+from lambdahost.sandbox.api import (
+    DEFAULT_TMP_MB,
+    Backend,
+    Mount,
+    Provisions,
+    SandboxError,
+    SandboxSpec,
+)
 from lambdahost.sandbox.controlled import CgroupSandbox
 from lambdahost.sandbox.procviews import ProcViews
 from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_volume
@@ -69,6 +77,8 @@ _SANDBOX_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _HELPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 _STDERR_TAIL_BYTES = 8192
 _START_TIMEOUT = 10.0
+# What bwrap writes to --info-fd once the sandbox's first process exists (the one key we read).
+BwrapInfo = TypedDict("BwrapInfo", {"child-pid": int}, total=False)
 
 
 class BwrapBackend(Backend):
@@ -94,7 +104,7 @@ class BwrapBackend(Backend):
         self._etc = EtcDirs(self.state_dir / "rootfs", provisions.etc)
         self._etc.for_uid(self._uids.first)
         self._volumes = TmpVolumes(self.state_dir / "tmp")
-        self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
+        self._volumes.prepare(DEFAULT_TMP_MB << 20)
         self._proc_views = ProcViews(self.state_dir)
         self._watchdog = Watchdog(
             self.cgroup_parent, self.cgroup_layout, self._volumes.dir, self._proc_views
@@ -353,7 +363,7 @@ async def _discard(cgroups: cg.CgroupSet, host_dir: Path) -> None:
         shutil.rmtree(host_dir, ignore_errors=True)
 
 
-async def _read_json(fd: int, timeout: float) -> dict:
+async def _read_json(fd: int, timeout: float) -> BwrapInfo:
     """Read `fd` to EOF without blocking the loop; {} if it closed without a JSON object."""
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)
@@ -384,6 +394,7 @@ async def _read_json(fd: int, timeout: float) -> dict:
         loop.remove_reader(fd)
         os.close(fd)
     try:
-        return json.loads(b"".join(chunks))
+        info: BwrapInfo = json.loads(b"".join(chunks))
     except ValueError:
         return {}
+    return info

@@ -15,6 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -28,6 +29,15 @@ class Limits:
     memory_bytes: int
     cpu_shares: int  # the v1 unit (2..262144); v2 converts it to cpu.weight
     pids_max: int
+
+
+class LayoutDescription(TypedDict):
+    """A layout as JSON (`CgroupLayout.describe`), for `cgroups.from_description`."""
+
+    version: int  # 1 or 2
+    root: str
+    base: NotRequired[str]  # v2: the delegated subtree, relative to root
+    controllers: NotRequired[list[str]]  # v2: enabled for sandboxes
 
 
 class CgroupSet(ABC):
@@ -188,7 +198,7 @@ class CgroupLayout(ABC):
         even if the accounting above it is wrong. memory_bytes -1: no memory limit."""
 
     @abstractmethod
-    def describe(self) -> dict:
+    def describe(self) -> LayoutDescription:
         """What `from_description` needs to rebuild this layout in another process."""
 
 

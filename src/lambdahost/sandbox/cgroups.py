@@ -20,12 +20,33 @@ from lambdahost.sandbox.cgroup_base import (
     CgroupError,
     CgroupLayout,
     CgroupSet,
+    LayoutDescription,
     Limits,
     _read_int,
     _try_write,
     _write,
     rmdir_retrying,
 )
+
+__all__ = [
+    "CGROUP_ROOT",
+    "CONTROLLERS",
+    "CgroupError",
+    "CgroupLayout",
+    "CgroupSet",
+    "LayoutDescription",
+    "Limits",
+    "V1CgroupSet",
+    "V1Layout",
+    "check_available",
+    "children",
+    "detect",
+    "from_description",
+    "instance_parent",
+    "is_unified",
+    "limit_parent",
+    "remove_if_empty",
+]
 
 CONTROLLERS = ("memory", "cpu", "pids", "freezer")
 
@@ -66,7 +87,7 @@ class V1Layout(CgroupLayout):
         _try_write(memsw, memory_bytes)
         _write(pids / "pids.max", pids_max)
 
-    def describe(self) -> dict:
+    def describe(self) -> LayoutDescription:
         return {"version": 1, "root": str(self.root)}
 
 
@@ -185,7 +206,7 @@ def detect(root: Path = CGROUP_ROOT) -> CgroupLayout:
     return layout
 
 
-def from_description(what: dict) -> CgroupLayout:
+def from_description(what: LayoutDescription) -> CgroupLayout:
     """The layout another process detected (`CgroupLayout.describe`), without detecting."""
     if what.get("version", 1) == 1:
         return V1Layout(Path(what["root"]))

@@ -23,6 +23,7 @@ from lambdahost.sandbox.cgroup_base import (
     CgroupError,
     CgroupLayout,
     CgroupSet,
+    LayoutDescription,
     Limits,
     _read_int,
     _try_write,
@@ -94,7 +95,7 @@ class V2Layout(CgroupLayout):
         _try_write(path / "memory.swap.max", 0)
         _write(path / "pids.max", pids_max)
 
-    def describe(self) -> dict:
+    def describe(self) -> LayoutDescription:
         return {
             "version": 2,
             "root": str(self.root),

@@ -30,6 +30,7 @@ import signal
 import socket
 import struct
 import sys
+from typing import TypedDict
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -89,6 +90,23 @@ _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]  # fmt: skip
 _libc.syscall.restype = ctypes.c_long
+
+
+class SpawnRequest(TypedDict):
+    """One sandbox, as the host sends it (`zygote.ZygoteBackend._request`): JSON, decoded
+    only in the forked child (see `zygote_main`)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    hostname: str
+    uid: int  # also the gid
+    cgroup_tasks: list[str]  # `CgroupSet.join_files()`
+    new_root: str  # the (empty) mount point the root is built on
+    mount_args: list[str]  # bwrap's syntax: `rootfs.bwrap_mount_args`
+    fd_targets: list[int]  # where each passed descriptor goes (`SandboxSpec.pass_fds`)
+    in_process: bool  # run the zygote's agent (`api.BootAgent`) rather than exec argv
+    runtime_preloaded: bool  # ... and let it fork the zygote's runtime
 
 
 class LaunchError(OSError):
@@ -342,7 +360,11 @@ def make_network_namespace(home_fd: int) -> int:
 
 
 def enter(
-    request: dict, stderr_fd: int, received: list[int], seccomp_filter: bytes, netns_fd: int = -1
+    request: SpawnRequest,
+    stderr_fd: int,
+    received: list[int],
+    seccomp_filter: bytes,
+    netns_fd: int = -1,
 ) -> None:
     """Steps 1-5 (see the module docstring) for one spawn request from the host. `netns_fd`:
     a network namespace made ahead of time (`make_network_namespace`), else a new one."""

@@ -19,11 +19,22 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox.api import SandboxError
 from lambdahost.sandbox.procviews import ProcViews, stop_stale
 from lambdahost.sandbox.tmpvol import remove_instance
+
+
+class WatchdogConfig(TypedDict):
+    """The watchdog's one argument, as JSON: what to clean up when the server is gone."""
+
+    cgroup_parent: str
+    cgroup_layout: cg.LayoutDescription
+    volumes: NotRequired[str]  # `TmpVolumes.dir`
+    lxcfs: NotRequired[str]  # `ProcViews.mount_point`
+    lxcfs_pidfile: NotRequired[str]
 
 
 class Watchdog:
@@ -37,7 +48,7 @@ class Watchdog:
         proc_views: ProcViews | None = None,
     ) -> None:
         # The layout as the server found it: on cgroup v2 we sit in its leaf, not its base.
-        what: dict = {"cgroup_parent": cgroup_parent, "cgroup_layout": layout.describe()}
+        what: WatchdogConfig = {"cgroup_parent": cgroup_parent, "cgroup_layout": layout.describe()}
         if volumes_dir is not None:
             what["volumes"] = str(volumes_dir)
         if proc_views is not None:
@@ -80,7 +91,7 @@ def kill_sandboxes(cgroup_parent: str, layout: cg.CgroupLayout, strict: bool = F
 
 
 def main() -> None:
-    what = json.loads(sys.argv[1])
+    what: WatchdogConfig = json.loads(sys.argv[1])
     while sys.stdin.buffer.read(4096):
         pass  # nobody writes: this returns at EOF, when no server holds the pipe any more
     kill_sandboxes(what["cgroup_parent"], cg.from_description(what["cgroup_layout"]))

@@ -29,10 +29,12 @@ import logging
 import os
 import select
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lambdahost.sandbox import cgroups as cg
 from lambdahost.sandbox import hostcheck
 from lambdahost.sandbox.api import (
+    DEFAULT_TMP_MB,
     Backend,
     BootAgent,
     Exec,
@@ -50,6 +52,10 @@ from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 from lambdahost.sandbox.uids import UidPool
 from lambdahost.sandbox.watchdog import Watchdog
 from lambdahost.sandbox.zygote_link import LAUNCHER, START_TIMEOUT, ZygoteLink
+
+if TYPE_CHECKING:
+    from lambdahost.sandbox.launcher import SpawnRequest
+    from lambdahost.sandbox.zygote_main import ConfigMessage
 
 log = logging.getLogger("lambdahost.sandbox")
 
@@ -89,12 +95,13 @@ class ZygoteBackend(Backend):
         self._uids = UidPool.from_environment()
         self._etc = EtcDirs(self.state_dir / "rootfs", provisions.etc)
         self._etc.for_uid(self._uids.first)
-        self._plans: dict[tuple, list[str]] = {}
+        # (uid, mounts, tmp bytes, cwd) → the mount plan
+        self._plans: dict[tuple[int, tuple[Mount, ...], int, str], list[str]] = {}
         self._proc_views: ProcViews | None = None  # the self-test runs without
         self._link = self._start_link()
         self._self_test()
         self._volumes = TmpVolumes(self.state_dir / "tmp")
-        self._volumes.prepare(SandboxSpec.__dataclass_fields__["tmp_mb"].default << 20)
+        self._volumes.prepare(DEFAULT_TMP_MB << 20)
         self._proc_views = ProcViews(self.state_dir)
         self._plans.clear()
         self._watchdog = Watchdog(
@@ -102,8 +109,8 @@ class ZygoteBackend(Backend):
         )
 
     # -- the zygote ------------------------------------------------------------------------
-    def _config(self) -> dict[str, object]:
-        config: dict[str, object] = {
+    def _config(self) -> ConfigMessage:
+        config: ConfigMessage = {
             "t": "config",
             "launcher": str(LAUNCHER),
             "filter": self._filter.hex(),
@@ -190,7 +197,7 @@ class ZygoteBackend(Backend):
         cgroups: cg.CgroupSet | None,
         mounts: list[Mount],
         tmp: TmpLease | None = None,
-    ) -> dict:
+    ) -> SpawnRequest:
         mount_args = self._mount_plan(uid, mounts, spec.tmp_mb << 20, spec.cwd)
         in_process = self._in_process(spec.start)
         return {
@@ -221,7 +228,9 @@ class ZygoteBackend(Backend):
 
     def _runtime_preloaded(self, start: Exec | BootAgent, mounts: list[Mount]) -> bool:
         """The agent's runtime is one the zygote imported, and the sandbox shows that code."""
-        entry = self.preloaded.get(start.runtime) if isinstance(start, BootAgent) else None
+        if not isinstance(start, BootAgent) or start.runtime is None:
+            return False
+        entry = self.preloaded.get(start.runtime)
         if entry is None:
             return False
         code = entry[1]

@@ -16,9 +16,13 @@ import subprocess
 import time
 import weakref
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lambdahost.sandbox.api import SandboxBusyError, SandboxError
+
+if TYPE_CHECKING:
+    from lambdahost.sandbox.launcher import SpawnRequest
+    from lambdahost.sandbox.zygote_main import ConfigMessage, ServerMessage, ZygoteMessage
 
 log = logging.getLogger("lambdahost.sandbox")
 
@@ -47,7 +51,7 @@ class ZygoteLink:
     hundred ms, once); spawning is async on whichever event loop is running. `python`: the
     zygote's interpreter, Debian's (the one sandboxes run), never the venv's or pyenv's."""
 
-    def __init__(self, config: dict, python: str) -> None:
+    def __init__(self, config: ConfigMessage, python: str) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # The source on stdin (`-`), not a path: every sandbox's /proc/1/cmdline shows
@@ -89,7 +93,7 @@ class ZygoteLink:
         except (OSError, TimeoutError) as error:
             self.close()
             raise SandboxError(f"the zygote did not start: {error}") from error
-        if ready.get("t") != "ready":
+        if ready["t"] != "ready":
             self.close()
             raise SandboxError(f"the zygote failed to start: {ready.get('error', ready)}")
         self.preloaded: list[str] = ready.get("preloaded", [])
@@ -100,7 +104,7 @@ class ZygoteLink:
 
     # -- messages --------------------------------------------------------------------------
     @staticmethod
-    def _encode(message: dict, body: dict | None = None) -> bytes:
+    def _encode(message: ServerMessage, body: SpawnRequest | None = None) -> bytes:
         """A header line the zygote reads, then the body only the forked child decodes: the
         zygote must never hold one sandbox's request (its environment) when it forks the
         next, so it never parses one (see `zygote_main`)."""
@@ -110,7 +114,10 @@ class ZygoteLink:
         return data
 
     def _send(
-        self, message: dict, fds: list[int] | tuple[int, ...] = (), body: dict | None = None
+        self,
+        message: ServerMessage,
+        fds: list[int] | tuple[int, ...] = (),
+        body: SpawnRequest | None = None,
     ) -> None:
         """Blocking send (start-up only: the socket is blocking until attach())."""
         self.sock.sendmsg([self._encode(message, body)], _rights(fds))
@@ -145,7 +152,7 @@ class ZygoteLink:
                 finally:
                     loop.remove_writer(self.sock.fileno())
 
-    def _receive(self, flags: int = 0) -> tuple[dict | None, list[int]]:
+    def _receive(self, flags: int = 0) -> tuple[ZygoteMessage | None, list[int]]:
         data, ancillary, msg_flags, _ = self.sock.recvmsg(
             MAX_MESSAGE, socket.CMSG_SPACE(4 * 4), flags | socket.MSG_CMSG_CLOEXEC
         )
@@ -157,9 +164,10 @@ class ZygoteLink:
                 fds.extend(received)
         if not data:
             return None, fds
-        return json.loads(data), fds
+        message: ZygoteMessage = json.loads(data)
+        return message, fds
 
-    def _receive_blocking(self, deadline: float) -> tuple[dict, list[int]]:
+    def _receive_blocking(self, deadline: float) -> tuple[ZygoteMessage, list[int]]:
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLIN)
         if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
@@ -169,7 +177,7 @@ class ZygoteLink:
             raise ConnectionResetError("the zygote exited")
         return message, fds
 
-    def spawn_blocking(self, request: dict, fds: list[int], timeout: float) -> int:
+    def spawn_blocking(self, request: SpawnRequest, fds: list[int], timeout: float) -> int:
         """Spawn and wait for the exit, without an event loop (the start-up self-test)."""
         self._send({"t": "spawn", "id": 0}, fds, request)
         deadline = time.monotonic() + timeout
@@ -178,11 +186,11 @@ class ZygoteLink:
             message, received = self._receive_blocking(deadline)
             for fd in received:
                 os.close(fd)
-            if message.get("t") == "error":
+            if message["t"] == "error":
                 raise SandboxError(message.get("error", "spawn failed"))
-            if message.get("t") == "spawned":
+            if message["t"] == "spawned":
                 pid = message["pid"]
-            elif message.get("t") == "exit" and message.get("pid") == pid:
+            elif message["t"] == "exit" and message.get("pid") == pid:
                 return int(message["status"])
 
     # -- async side ----------------------------------------------------------------------------
@@ -201,7 +209,7 @@ class ZygoteLink:
         return loop
 
     async def spawn(
-        self, request: dict, fds: list[int], timeout: float = START_TIMEOUT
+        self, request: SpawnRequest, fds: list[int], timeout: float = START_TIMEOUT
     ) -> tuple[int, int]:
         """Returns (host pid, pidfd) of the new sandbox's first process. Waits (in order,
         at most `timeout`) while the zygote is busy; SandboxBusyError if it stays busy."""
@@ -248,12 +256,11 @@ class ZygoteLink:
             if message is None:
                 self._lose()
                 return
-            kind = message.get("t")
-            if kind == "spawned":
+            if message["t"] == "spawned":
                 self._resolve(message.get("id"), (int(message["pid"]), fds[0]) if fds else None)
-            elif kind == "error":
+            elif message["t"] == "error":
                 self._resolve(message.get("id"), SandboxError(str(message.get("error"))))
-            elif kind == "exit":
+            elif message["t"] == "exit":
                 pid, status = int(message["pid"]), int(message["status"])
                 sandbox = self._sandboxes.pop(pid, None)
                 if sandbox is not None:
@@ -261,8 +268,10 @@ class ZygoteLink:
                 else:  # its spawn reply is in the same batch: start() registers it next
                     self._early_exits[pid] = status
 
-    def _resolve(self, spawn_id: object, result: object) -> None:
-        future = self._pending.pop(spawn_id, None)  # type: ignore[arg-type]
+    def _resolve(
+        self, spawn_id: int | None, result: tuple[int, int] | BaseException | None
+    ) -> None:
+        future = self._pending.pop(spawn_id, None) if spawn_id is not None else None
         if future is None or future.done():
             if isinstance(result, tuple):
                 os.close(result[1])
@@ -289,7 +298,7 @@ class ZygoteLink:
             sandbox.orphaned()
 
 
-def _rights(fds: list[int] | tuple[int, ...]) -> list[tuple[int, int, array.array]]:
+def _rights(fds: list[int] | tuple[int, ...]) -> list[tuple[int, int, array.array[int]]]:
     if not fds:
         return []
     return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]

@@ -45,6 +45,13 @@ import socket
 import sys
 import traceback
 import types
+from typing import TYPE_CHECKING, Literal, NotRequired, Protocol, TypedDict
+
+if TYPE_CHECKING:  # for mypy only: at run time nothing of lambdahost is imported
+    from collections.abc import Callable, Sequence
+
+    from lambdahost.sandbox import launcher as launcher_module
+    from lambdahost.sandbox.launcher import SpawnRequest
 
 MAX_MESSAGE = 1 << 20
 NETNS_SPARES = 4  # network namespaces made while idle, ahead of spawns
@@ -65,6 +72,110 @@ STDLIB_PRELOAD = (
     "selectors", "signal", "socket", "string", "struct", "tempfile", "time", "traceback",
     "typing", "urllib.parse", "uuid",
 )  # fmt: skip
+
+
+# -- the messages (see the module docstring) ---------------------------------------------------
+class AgentCode(TypedDict):
+    source: str  # the agent package's host directory
+    target: str  # where sandboxes see it
+
+
+class ConfigMessage(TypedDict):
+    t: Literal["config"]
+    launcher: str  # host path of launcher.py
+    filter: str  # the seccomp program, hex
+    agent: NotRequired[AgentCode]  # none: nothing to preload but the stdlib list
+    modules: NotRequired[list[list[str]]]  # [module name, host file, sandbox file]
+    bootstraps: NotRequired[list[list[str]]]  # [host file, sandbox file]
+
+
+class SpawnHeader(TypedDict):
+    t: Literal["spawn"]
+    id: int  # then "\n" and the `SpawnRequest`, decoded only by the child
+
+
+class ReadyMessage(TypedDict):
+    t: Literal["ready"]
+    pid: int
+    preloaded: list[str]
+
+
+class FailedMessage(TypedDict):
+    t: Literal["failed"]
+    error: str
+
+
+class SpawnedMessage(TypedDict):
+    t: Literal["spawned"]
+    id: int
+    pid: int  # its pidfd rides along
+
+
+class ErrorMessage(TypedDict):
+    t: Literal["error"]
+    id: int | None
+    error: str
+
+
+class ExitMessage(TypedDict):
+    t: Literal["exit"]
+    pid: int
+    status: int  # as os.waitstatus_to_exitcode gives it
+
+
+ServerMessage = ConfigMessage | SpawnHeader
+ZygoteMessage = ReadyMessage | FailedMessage | SpawnedMessage | ErrorMessage | ExitMessage
+
+
+# -- the modules the zygote loads ----------------------------------------------------------------
+class Launcher(Protocol):
+    """What the zygote calls of `launcher`, which it loads by path."""
+
+    CLONE_NEWPID: int
+
+    def unshare(self, flags: int) -> None: ...
+
+    def setns(self, fd: int, nstype: int) -> None: ...
+
+    def pidfd_open(self, pid: int) -> int: ...
+
+    def make_network_namespace(self, home_fd: int) -> int: ...
+
+    def enter(
+        self,
+        request: SpawnRequest,
+        stderr_fd: int,
+        received: list[int],
+        seccomp_filter: bytes,
+        netns_fd: int = -1,
+    ) -> None: ...
+
+    def exec_argv(self, argv: list[str], env: dict[str, str]) -> None: ...
+
+
+if TYPE_CHECKING:
+    _launcher_conforms: Launcher = launcher_module  # mypy checks launcher.py against it
+
+
+class AgentBoot(Protocol):
+    """The agent's `boot` module, preloaded (see `run_agent`)."""
+
+    # `forkserver.spawn` when the runtime is preloaded, else None (`boot.spawn` execs it)
+    fork_runtime: (
+        Callable[[list[str], dict[str, str]], tuple[int, int, OSError | None] | None] | None
+    )
+
+    def main(self) -> None: ...
+
+
+class AgentForkServer(Protocol):
+    """The agent's `forkserver` module, preloaded."""
+
+    def register(self, script: str, code: types.CodeType) -> None: ...
+
+    def spawn(
+        self, argv: list[str], env: dict[str, str]
+    ) -> tuple[int, int, OSError | None] | None: ...
 
 
 class SandboxPathLoader(importlib.abc.Loader):
@@ -126,7 +237,7 @@ class SandboxPathFinder(importlib.abc.MetaPathFinder):
 class Zygote:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
-        self.launcher: types.ModuleType | None = None
+        self.launcher: Launcher | None = None
         self.seccomp_filter = b""
         self.agent_package = ""
         self.children: dict[int, int] = {}  # pid → spawn id
@@ -141,11 +252,11 @@ class Zygote:
         self.body_start = 0
 
     # -- messages --------------------------------------------------------------------------
-    def send(self, message: dict, fds: list[int] = ()) -> None:  # type: ignore[assignment]
+    def send(self, message: ZygoteMessage, fds: Sequence[int] = ()) -> None:
         self.send_to(self.control, message, fds)
 
     @staticmethod
-    def send_to(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:  # type: ignore[assignment]
+    def send_to(sock: socket.socket, message: ZygoteMessage, fds: Sequence[int] = ()) -> None:
         data = json.dumps(message, separators=(",", ":")).encode()
         ancillary = []
         if fds:
@@ -159,7 +270,7 @@ class Zygote:
             ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         sock.sendmsg([data], ancillary)
 
-    def receive(self) -> tuple[dict | None, list[int]]:
+    def receive(self) -> tuple[ServerMessage | None, list[int]]:
         """The next message's header. A body stays undecoded in `self.buffer` for `request()`
         in the child; `scrub()` zeroes it."""
         length, ancillary, flags, _ = self.control.recvmsg_into(
@@ -183,11 +294,13 @@ class Zygote:
         if end < 0:
             end = length
         self.body_start = min(end + 1, length)
-        return json.loads(self.buffer[:end]), fds
+        header: ServerMessage = json.loads(self.buffer[:end])
+        return header, fds
 
-    def request(self) -> dict:
+    def request(self) -> SpawnRequest:
         """Decode the body of the last message: only ever called in a forked child."""
-        return json.loads(self.buffer[self.body_start : self.length])
+        request: SpawnRequest = json.loads(self.buffer[self.body_start : self.length])
+        return request
 
     def scrub(self) -> None:
         """Zero what the last message left in the buffer, before anything forks again."""
@@ -195,12 +308,13 @@ class Zygote:
         self.length = self.body_start = 0
 
     # -- start-up --------------------------------------------------------------------------
-    def preload(self, config: dict) -> list[str]:
+    def preload(self, config: ConfigMessage) -> list[str]:
         """Load the launcher, the agent package, the runtime modules and the stdlib list."""
         spec = importlib.util.spec_from_file_location("lambdahost_launcher", config["launcher"])
         assert spec is not None and spec.loader is not None
-        self.launcher = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(self.launcher)
+        launcher = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(launcher)
+        self.launcher = launcher
         self.seccomp_filter = bytes.fromhex(config["filter"])
         for name in STDLIB_PRELOAD:
             importlib.import_module(name)
@@ -218,7 +332,7 @@ class Zygote:
         finally:
             sys.meta_path.remove(finder)
         if agent:
-            forkserver = sys.modules[f"{self.agent_package}.forkserver"]
+            forkserver: AgentForkServer = sys.modules[f"{self.agent_package}.forkserver"]
             for host_file, sandbox_file in config.get("bootstraps", ()):
                 forkserver.register(sandbox_file, SandboxPathLoader(host_file, sandbox_file).code())
         if "logging" in sys.modules:
@@ -226,14 +340,14 @@ class Zygote:
         return sorted(finder.modules)
 
     # -- spawning ----------------------------------------------------------------------------
-    def spawn(self, header: dict, fds: list[int]) -> None:
+    def spawn(self, header: SpawnHeader, fds: list[int]) -> None:
         """Start the sandbox whose request is in the buffer, then scrub it."""
         try:
             self.start_child(header, fds)
         finally:
             self.scrub()
 
-    def start_child(self, header: dict, fds: list[int]) -> None:
+    def start_child(self, header: SpawnHeader, fds: list[int]) -> None:
         launcher = self.launcher
         assert launcher is not None
         pid = self.hand_to_shell(fds) if fds else 0
@@ -261,7 +375,7 @@ class Zygote:
                     os.close(fd)
         self.spawned(header, pid)
 
-    def spawned(self, header: dict, pid: int) -> None:
+    def spawned(self, header: SpawnHeader, pid: int) -> None:
         launcher = self.launcher
         assert launcher is not None
         self.children[pid] = header["id"]
@@ -369,11 +483,11 @@ class Zygote:
         finally:
             os._exit(status)
 
-    def run_agent(self, request: dict) -> int:
+    def run_agent(self, request: SpawnRequest) -> int:
         """The agent's `boot.main()`, as `api.boot_argv()` would have run it."""
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        boot = sys.modules[f"{self.agent_package}.boot"]
-        forkserver = sys.modules[f"{self.agent_package}.forkserver"]
+        boot: AgentBoot = sys.modules[f"{self.agent_package}.boot"]
+        forkserver: AgentForkServer = sys.modules[f"{self.agent_package}.forkserver"]
         boot.fork_runtime = forkserver.spawn if request.get("runtime_preloaded") else None
         sys.argv = ["-c"]
         sys.orig_argv = list(request["argv"])
@@ -415,7 +529,7 @@ class Zygote:
     # -- loop --------------------------------------------------------------------------------
     def serve(self) -> None:
         config, _ = self.receive()
-        if config is None or config.get("t") != "config":
+        if config is None or config["t"] != "config":
             return
         try:
             preloaded = self.preload(config)
@@ -451,7 +565,7 @@ class Zygote:
                 message, fds = self.receive()
                 if message is None:
                     return  # the server is gone
-                if message.get("t") == "spawn":
+                if message["t"] == "spawn":
                     self.spawn(message, fds)
                 else:
                     self.scrub()
