@@ -18,7 +18,7 @@ from lambdahost.errors import LambdaError, TooManyRequests
 
 __all__ = ["Body", "UnverifiedBodies", "announced_size", "expected_size", "read_body"]
 
-TooLarge = Callable[[], LambdaError]
+TooLarge = Callable[[], Exception]  # the error to raise past the limit
 
 
 class Body:

@@ -87,15 +87,15 @@ class ServiceApi:
 
     @property
     def name(self) -> str:
-        return self.model.service_name
+        return str(self.model.service_name)
 
     @property
     def signing_name(self) -> str:
-        return self.model.signing_name or self.model.endpoint_prefix
+        return str(self.model.signing_name or self.model.endpoint_prefix)
 
     @property
     def kind(self) -> str:
-        return self.model.protocol
+        return str(self.model.protocol)
 
     def _protocol(self) -> WireProtocol:
         kind = self.model.protocol

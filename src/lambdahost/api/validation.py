@@ -27,13 +27,13 @@ def _check_structure(shape: Shape, value: Any, path: str, problems: list[str]) -
     if not isinstance(value, dict):
         problems.append(f"Value at '{path}' failed to satisfy constraint: Member must be an object")
         return
-    for required in shape.required_members:  # type: ignore[attr-defined]
+    for required in shape.required_members:
         if value.get(required) is None:
             where = _member_path(path, required)
             problems.append(
                 f"Value null at '{where}' failed to satisfy constraint: Member must not be null"
             )
-    for name, member in shape.members.items():  # type: ignore[attr-defined]
+    for name, member in shape.members.items():
         if name in value and value[name] is not None:
             _check(member, value[name], _member_path(path, name), problems)
 
@@ -124,15 +124,15 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
                 f"than or equal to {meta['min']}"
             )
         for item in value:
-            _check(shape.member, item, f"{path}.member", problems)  # type: ignore[attr-defined]
+            _check(shape.member, item, f"{path}.member", problems)
     elif kind == "map":
         if not isinstance(value, dict):
             problems.append(f"Value at '{path}' failed to satisfy constraint: Member must be a map")
             return
         for k, v in value.items():
-            _check(shape.key, k, f"{path}.key", problems)  # type: ignore[attr-defined]
+            _check(shape.key, k, f"{path}.key", problems)
             if v is not None:
-                _check(shape.value, v, f"{path}.value", problems)  # type: ignore[attr-defined]
+                _check(shape.value, v, f"{path}.value", problems)
     elif kind == "structure":
         _check_structure(shape, value, path, problems)
 

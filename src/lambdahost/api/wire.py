@@ -56,7 +56,7 @@ def decode_json_value(member: Shape, value: Any) -> Any:
         except ValueError:
             raise ValidationError(f"Could not decode base64 value of {member.name}") from None
     if member.type_name == "structure" and isinstance(value, dict):
-        members = member.members  # type: ignore[attr-defined]
+        members = member.members
         return {
             k: decode_json_value(members[k], v) if k in members else v for k, v in value.items()
         }

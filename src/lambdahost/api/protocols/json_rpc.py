@@ -57,7 +57,7 @@ class JsonRpc:
         shape = operation.input_shape
         if shape is None:
             return name, {}
-        members = shape.members  # type: ignore[attr-defined]
+        members = shape.members
         params = {
             k: decode_json_value(members[k], v) if k in members else v for k, v in params.items()
         }

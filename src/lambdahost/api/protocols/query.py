@@ -79,14 +79,14 @@ class Query:
         if self.ec2:
             query_name = member.serialization.get("queryName")
             if query_name:
-                return query_name
-            located = member.serialization.get("name", name)
+                return str(query_name)
+            located = str(member.serialization.get("name", name))
             return located[0].upper() + located[1:]
-        return member.serialization.get("name", name)
+        return str(member.serialization.get("name", name))
 
     def _structure(self, shape: Shape, form: Form, prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, member in shape.members.items():  # type: ignore[attr-defined]
+        for name, member in shape.members.items():
             value = self._value(member, form, prefix + self._key(name, member))
             if value is not None:
                 out[name] = value
@@ -106,7 +106,7 @@ class Query:
         return None if raw is None else _scalar(shape, raw, key)
 
     def _list(self, shape: Shape, form: Form, key: str) -> list[Any] | None:
-        member: Shape = shape.member  # type: ignore[attr-defined]
+        member: Shape = shape.member
         if self.ec2 or shape.serialization.get("flattened"):
             if not self.ec2 and member.serialization.get("name"):
                 key = ".".join([*key.split(".")[:-1], member.serialization["name"]])
@@ -123,8 +123,8 @@ class Query:
             items.append(item)
 
     def _map(self, shape: Shape, form: Form, key: str) -> dict[str, Any] | None:
-        key_shape: Shape = shape.key  # type: ignore[attr-defined]
-        value_shape: Shape = shape.value  # type: ignore[attr-defined]
+        key_shape: Shape = shape.key
+        value_shape: Shape = shape.value
         prefix = key if shape.serialization.get("flattened") else f"{key}.entry"
         key_name = key_shape.serialization.get("name", "key")
         value_name = value_shape.serialization.get("name", "value")
@@ -154,7 +154,7 @@ class Query:
 
     def _members(self, shape: Shape, value: dict[str, Any]) -> str:
         parts = []
-        for name, member in shape.members.items():  # type: ignore[attr-defined]
+        for name, member in shape.members.items():
             if value.get(name) is not None:
                 parts.append(
                     self._element(member.serialization.get("name", name), member, value[name])
@@ -166,7 +166,7 @@ class Query:
         if kind == "structure":
             return f"<{tag}>{self._members(shape, value)}</{tag}>"
         if kind == "list":
-            member: Shape = shape.member  # type: ignore[attr-defined]
+            member: Shape = shape.member
             if shape.serialization.get("flattened"):
                 item_tag = member.serialization.get("name", tag)
                 return "".join(self._element(item_tag, member, item) for item in value)
@@ -174,8 +174,8 @@ class Query:
             items = "".join(self._element(item_tag, member, item) for item in value)
             return f"<{tag}>{items}</{tag}>"
         if kind == "map":
-            key_shape: Shape = shape.key  # type: ignore[attr-defined]
-            value_shape: Shape = shape.value  # type: ignore[attr-defined]
+            key_shape: Shape = shape.key
+            value_shape: Shape = shape.value
             key_tag = key_shape.serialization.get("name", "key")
             value_tag = value_shape.serialization.get("name", "value")
             entries = [

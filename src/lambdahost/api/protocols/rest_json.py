@@ -30,7 +30,7 @@ class Route:
 
     @property
     def name(self) -> str:
-        return self.operation.name
+        return str(self.operation.name)
 
 
 def _compile(operation: OperationModel) -> Route:
