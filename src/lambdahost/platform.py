@@ -9,11 +9,14 @@ from pathlib import Path
 
 from lambdahost.config import Settings, prepare_data_dir
 from lambdahost.control.lambda_.aliases import AliasService
+from lambdahost.control.lambda_.changes import FunctionChanges
+from lambdahost.control.lambda_.code import CodeStore
 from lambdahost.control.lambda_.concurrency import ConcurrencyService
 from lambdahost.control.lambda_.event_configs import EventConfigService
 from lambdahost.control.lambda_.functions import FunctionService
 from lambdahost.control.lambda_.layers import LayerService
 from lambdahost.control.lambda_.permissions import PermissionService
+from lambdahost.control.lambda_.states import FunctionStates, thread_timer
 from lambdahost.control.lambda_.urls import UrlService
 from lambdahost.control.lambda_.versions import VersionService
 from lambdahost.invoke.capacity import (
@@ -46,15 +49,18 @@ class Platform:
         self.db = Database.in_dir(data_dir)
         self.db.migrate()
         self.blobs = BlobStore(data_dir / "blobs")
-        self.functions = FunctionService(settings, self.db, self.blobs)
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
+        self.layers = LayerService(settings, self.db, self.blobs)
+        self.code = CodeStore(self.blobs, self.layers.resolve_for_function)
+        self.states = FunctionStates(
+            self.db, self.code, settings.transition_delay_s, self._call_later
+        )
+        self.changes = FunctionChanges()
+        self.functions = FunctionService(settings, self.db, self.code, self.states, self.changes)
         self.versions = VersionService(self.functions)
         self.aliases = AliasService(self.functions)
-        self.layers = LayerService(settings, self.db, self.blobs)
-        self.functions.layers = self.layers.resolve_for_function
-        self.urls = UrlService(self.functions)
-        self.permissions = PermissionService(self.functions)
-        self.functions.on_change(self.urls.forget_removed)
-        self.functions.on_change(self.permissions.forget_removed)
+        self.urls = UrlService(self.functions, self.changes)
+        self.permissions = PermissionService(self.functions, self.changes)
         self.logs = LogStore(self.db)
         # Node-local: what this host holds and how many environments it starts at once.
         self.capacity = HostCapacity.from_settings(
@@ -73,15 +79,15 @@ class Platform:
         )
         # Lines an environment prints outside any invoke (e.g. extensions at SHUTDOWN).
         self.pool.on_logs = self.logs.append
-        self.concurrency = ConcurrencyService(self.functions, settings.account_concurrency)
+        self.concurrency = ConcurrencyService(
+            self.functions, settings.account_concurrency, self._refresh_reserved
+        )
         self.limiter = ConcurrencyLimiter(settings.account_concurrency)
-        self.concurrency.on_change(self._refresh_reserved)
         self.queue = EventQueue(self.db)
         self.invoker = Invoker(
             settings, self.functions, self.aliases, self.pool, self.logs, self.limiter, self.queue
         )
         self.event_configs = EventConfigService(settings, self.functions)
-        self.functions.check_target = self.event_configs.check_target
         self.dispatcher = Dispatcher(
             settings,
             self.queue,
@@ -93,15 +99,14 @@ class Platform:
         self.provisioned = ProvisionedConcurrency(
             self.concurrency, self.aliases, self.invoker, self.pool
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # A changed or deleted function: its environments go (once the loop runs).
+        self.changes.subscribe(self._retire)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self.functions.use_scheduler(self._call_later)
-        self.functions.on_change(self._retire)
         self._refresh_reserved()
-        settled = await asyncio.to_thread(self.functions.settle_unfinished)
+        settled = await asyncio.to_thread(self.states.settle_unfinished)
         if settled:
             log.info("finished %d function transitions left by an earlier run", settled)
         self.logs.start()
@@ -130,7 +135,9 @@ class Platform:
 
     def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
         loop = self._loop
-        assert loop is not None
+        if loop is None:  # not started (yet): no loop to time it
+            thread_timer(delay, fn)
+            return
         # Settling touches the database: keep it off the event loop.
         loop.call_soon_threadsafe(loop.call_later, delay, lambda: loop.run_in_executor(None, fn))
 
