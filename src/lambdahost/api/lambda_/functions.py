@@ -79,11 +79,7 @@ async def update_function_configuration(call: Call) -> Output:
 @operation("DeleteFunction")
 async def delete_function(call: Call) -> Output:
     p = call.params
-    qualifier = p.get("Qualifier")
-    if qualifier and qualifier.isdigit():
-        await run_in_threadpool(call.platform.versions.delete, p["FunctionName"], qualifier)
-    else:
-        await run_in_threadpool(call.platform.functions.delete, p["FunctionName"], qualifier)
+    await run_in_threadpool(call.platform.functions.delete, p["FunctionName"], p.get("Qualifier"))
     return {"StatusCode": 204}
 
 
