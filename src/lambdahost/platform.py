@@ -29,9 +29,10 @@ from lambdahost.invoke.capacity import (
 from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.destinations import Destinations
 from lambdahost.invoke.dispatcher import Dispatcher
+from lambdahost.invoke.logbook import FunctionLogs
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.provisioned import ProvisionedConcurrency
-from lambdahost.invoke.queue import EventQueue
+from lambdahost.invoke.queue import Doorbell, EventQueue
 from lambdahost.invoke.service import Invoker
 from lambdahost.sandbox import open_backend
 from lambdahost.store.blobs import BlobStore
@@ -42,14 +43,20 @@ log = logging.getLogger("lambdahost")
 
 
 class Platform:
+    """The composition root: builds every part in dependency order, handing each its
+    collaborators through its constructor. Nothing is wired after construction."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         data_dir = settings.data_dir
         prepare_data_dir(data_dir)  # 0700: environments, code and credentials live here
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
+        # Shared state: the store and the blob store.
         self.db = Database.in_dir(data_dir)
         self.db.migrate()
         self.blobs = BlobStore(data_dir / "blobs")
-        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
+        self.logs = LogStore(self.db)
+        # Control: resources and their rules.
         self.layers = LayerService(settings, self.db, self.blobs)
         self.code = CodeStore(self.blobs, self.layers.resolve_for_function)
         self.states = FunctionStates(
@@ -61,8 +68,12 @@ class Platform:
         self.aliases = AliasService(self.functions)
         self.urls = UrlService(self.functions, self.changes)
         self.permissions = PermissionService(self.functions, self.changes)
-        self.logs = LogStore(self.db)
-        # Node-local: what this host holds and how many environments it starts at once.
+        self.event_configs = EventConfigService(settings, self.functions)
+        self.concurrency = ConcurrencyService(
+            self.functions, settings.account_concurrency, self._refresh_reserved
+        )
+        # Invoke. Node-local: what this host holds and how many environments it starts at once.
+        self.function_logs = FunctionLogs(self.logs)
         self.capacity = HostCapacity.from_settings(
             settings.memory_budget, settings.disk_budget, data_dir, _state_dir(data_dir)
         )
@@ -76,28 +87,37 @@ class Platform:
             keepalive_s=settings.keepalive_s,
             capacity=self.capacity,
             starts=starts,
-        )
-        # Lines an environment prints outside any invoke (e.g. extensions at SHUTDOWN).
-        self.pool.on_logs = self.logs.append
-        self.concurrency = ConcurrencyService(
-            self.functions, settings.account_concurrency, self._refresh_reserved
+            logs=self.function_logs.outside_invoke,
         )
         self.limiter = ConcurrencyLimiter(settings.account_concurrency)
-        self.queue = EventQueue(self.db)
+        self.doorbell = Doorbell()
+        self.queue = EventQueue(self.db, self.doorbell)
         self.invoker = Invoker(
-            settings, self.functions, self.aliases, self.pool, self.logs, self.limiter, self.queue
+            settings,
+            self.functions,
+            self.aliases,
+            self.pool,
+            self.function_logs,
+            self.limiter,
+            self.queue,
         )
-        self.event_configs = EventConfigService(settings, self.functions)
         self.dispatcher = Dispatcher(
             settings,
             self.queue,
+            self.doorbell,
             self.invoker,
+            self.functions,
             self.event_configs,
-            Destinations(settings, self._enqueue_from_thread),
+            Destinations(settings, self.queue.enqueue),
+            self.function_logs,
         )
-        self.invoker.on_enqueued = self.dispatcher.wake
         self.provisioned = ProvisionedConcurrency(
-            self.concurrency, self.aliases, self.invoker, self.pool
+            self.concurrency,
+            self.functions,
+            self.aliases,
+            self.invoker,
+            self.pool,
+            self.function_logs,
         )
         # A changed or deleted function: its environments go (once the loop runs).
         self.changes.subscribe(self._retire)
@@ -140,13 +160,6 @@ class Platform:
             return
         # Settling touches the database: keep it off the event loop.
         loop.call_soon_threadsafe(loop.call_later, delay, lambda: loop.run_in_executor(None, fn))
-
-    def _enqueue_from_thread(
-        self, name: str, qualifier: str | None, payload: bytes, request_id: str
-    ) -> None:
-        self.queue.enqueue(name, qualifier, payload, request_id)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.dispatcher.wake)
 
     def _refresh_reserved(self) -> None:
         reserved = self.concurrency.reserved_by_function()
