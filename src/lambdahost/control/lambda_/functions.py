@@ -38,6 +38,7 @@ from lambdahost.errors import (
 from lambdahost.store.db import Database
 from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
 
+# LATEST lives in `names`; the other services import it from here, with the service.
 __all__ = ["LATEST", "FunctionService", "FunctionVersion", "check_revision"]
 
 # Configuration members a client may set, with the values AWS fills in when absent.
