@@ -9,11 +9,14 @@ from pathlib import Path
 
 from lambdahost.config import Settings, prepare_data_dir
 from lambdahost.control.lambda_.aliases import AliasService
+from lambdahost.control.lambda_.changes import FunctionChanges
+from lambdahost.control.lambda_.code import CodeStore
 from lambdahost.control.lambda_.concurrency import ConcurrencyService
 from lambdahost.control.lambda_.event_configs import EventConfigService
 from lambdahost.control.lambda_.functions import FunctionService
 from lambdahost.control.lambda_.layers import LayerService
 from lambdahost.control.lambda_.permissions import PermissionService
+from lambdahost.control.lambda_.states import FunctionStates, thread_timer
 from lambdahost.control.lambda_.urls import UrlService
 from lambdahost.control.lambda_.versions import VersionService
 from lambdahost.invoke.capacity import (
@@ -27,9 +30,10 @@ from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.destinations import Destinations
 from lambdahost.invoke.dispatcher import Dispatcher
 from lambdahost.invoke.environment import provisions
+from lambdahost.invoke.logbook import FunctionLogs
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.provisioned import ProvisionedConcurrency
-from lambdahost.invoke.queue import EventQueue
+from lambdahost.invoke.queue import Doorbell, EventQueue
 from lambdahost.invoke.service import Invoker
 from lambdahost.sandbox import open_backend
 from lambdahost.store.blobs import BlobStore
@@ -40,24 +44,37 @@ log = logging.getLogger("lambdahost")
 
 
 class Platform:
+    """The composition root: builds every part in dependency order, handing each its
+    collaborators through its constructor. Nothing is wired after construction."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         data_dir = settings.data_dir
         prepare_data_dir(data_dir)  # 0700: environments, code and credentials live here
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
+        # Shared state: the store and the blob store.
         self.db = Database.in_dir(data_dir)
         self.db.migrate()
         self.blobs = BlobStore(data_dir / "blobs")
-        self.functions = FunctionService(settings, self.db, self.blobs)
+        self.logs = LogStore(self.db)
+        # Control: resources and their rules.
+        self.layers = LayerService(settings, self.db, self.blobs)
+        self.code = CodeStore(self.blobs, self.layers.resolve_for_function)
+        self.states = FunctionStates(
+            self.db, self.code, settings.transition_delay_s, self._call_later
+        )
+        self.changes = FunctionChanges()
+        self.functions = FunctionService(settings, self.db, self.code, self.states, self.changes)
         self.versions = VersionService(self.functions)
         self.aliases = AliasService(self.functions)
-        self.layers = LayerService(settings, self.db, self.blobs)
-        self.functions.layers = self.layers.resolve_for_function
-        self.urls = UrlService(self.functions)
-        self.permissions = PermissionService(self.functions)
-        self.functions.on_change(self.urls.forget_removed)
-        self.functions.on_change(self.permissions.forget_removed)
-        self.logs = LogStore(self.db)
-        # Node-local: what this host holds and how many environments it starts at once.
+        self.urls = UrlService(self.functions, self.changes)
+        self.permissions = PermissionService(self.functions, self.changes)
+        self.event_configs = EventConfigService(settings, self.functions)
+        self.concurrency = ConcurrencyService(
+            self.functions, settings.account_concurrency, self._refresh_reserved
+        )
+        # Invoke. Node-local: what this host holds and how many environments it starts at once.
+        self.function_logs = FunctionLogs(self.logs)
         self.capacity = HostCapacity.from_settings(
             settings.memory_budget, settings.disk_budget, data_dir, _state_dir(data_dir)
         )
@@ -71,38 +88,46 @@ class Platform:
             keepalive_s=settings.keepalive_s,
             capacity=self.capacity,
             starts=starts,
+            logs=self.function_logs.outside_invoke,
         )
-        # Lines an environment prints outside any invoke (e.g. extensions at SHUTDOWN).
-        self.pool.on_logs = self.logs.append
-        self.concurrency = ConcurrencyService(self.functions, settings.account_concurrency)
         self.limiter = ConcurrencyLimiter(settings.account_concurrency)
-        self.concurrency.on_change(self._refresh_reserved)
-        self.queue = EventQueue(self.db)
+        self.doorbell = Doorbell()
+        self.queue = EventQueue(self.db, self.doorbell)
         self.invoker = Invoker(
-            settings, self.functions, self.aliases, self.pool, self.logs, self.limiter, self.queue
+            settings,
+            self.functions,
+            self.aliases,
+            self.pool,
+            self.function_logs,
+            self.limiter,
+            self.queue,
         )
-        self.event_configs = EventConfigService(settings, self.functions)
-        self.functions.check_target = self.event_configs.check_target
         self.dispatcher = Dispatcher(
             settings,
             self.queue,
+            self.doorbell,
             self.invoker,
+            self.functions,
             self.event_configs,
-            Destinations(settings, self._enqueue_from_thread),
+            Destinations(settings, self.queue.enqueue),
+            self.function_logs,
         )
-        self.invoker.on_enqueued = self.dispatcher.wake
         self.provisioned = ProvisionedConcurrency(
-            self.concurrency, self.aliases, self.invoker, self.pool
+            self.concurrency,
+            self.functions,
+            self.aliases,
+            self.invoker,
+            self.pool,
+            self.function_logs,
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # A changed or deleted function: its environments go (once the loop runs).
+        self.changes.subscribe(self._retire)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self.functions.use_scheduler(self._call_later)
-        self.functions.on_change(self._retire)
         self._refresh_reserved()
-        settled = await asyncio.to_thread(self.functions.settle_unfinished)
+        settled = await asyncio.to_thread(self.states.settle_unfinished)
         if settled:
             log.info("finished %d function transitions left by an earlier run", settled)
         self.logs.start()
@@ -131,16 +156,11 @@ class Platform:
 
     def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
         loop = self._loop
-        assert loop is not None
+        if loop is None:  # not started (yet): no loop to time it
+            thread_timer(delay, fn)
+            return
         # Settling touches the database: keep it off the event loop.
         loop.call_soon_threadsafe(loop.call_later, delay, lambda: loop.run_in_executor(None, fn))
-
-    def _enqueue_from_thread(
-        self, name: str, qualifier: str | None, payload: bytes, request_id: str
-    ) -> None:
-        self.queue.enqueue(name, qualifier, payload, request_id)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.dispatcher.wake)
 
     def _refresh_reserved(self) -> None:
         reserved = self.concurrency.reserved_by_function()

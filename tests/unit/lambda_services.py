@@ -9,8 +9,11 @@ from pathlib import Path
 
 from lambdahost.config import Settings
 from lambdahost.control.lambda_.aliases import AliasService
+from lambdahost.control.lambda_.changes import FunctionChanges
+from lambdahost.control.lambda_.code import CodeStore
 from lambdahost.control.lambda_.functions import FunctionService
 from lambdahost.control.lambda_.layers import LayerService
+from lambdahost.control.lambda_.states import FunctionStates
 from lambdahost.control.lambda_.versions import VersionService
 from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
@@ -40,10 +43,33 @@ def open_services(data_dir: Path) -> Lambda:
     db = Database.in_dir(data_dir)
     db.migrate()
     blobs = BlobStore(data_dir / "blobs")
-    functions = FunctionService(settings, db, blobs)
+    scheduled: list[Callable[[], None]] = []
+    changes = FunctionChanges()
+    changed: list[str] = []
+    changes.subscribe(changed.append)
     layers = LayerService(settings, db, blobs)
-    functions.layers = layers.resolve_for_function
-    services = Lambda(db, functions, VersionService(functions), AliasService(functions), layers)
-    functions.use_scheduler(lambda delay, fn: services.scheduled.append(fn))
-    functions.on_change(services.changed.append)
-    return services
+    functions = wire_functions(settings, db, blobs, layers, scheduled.append, changes)
+    return Lambda(
+        db,
+        functions,
+        VersionService(functions),
+        AliasService(functions),
+        layers,
+        scheduled,
+        changed,
+    )
+
+
+def wire_functions(
+    settings: Settings,
+    db: Database,
+    blobs: BlobStore,
+    layers: LayerService,
+    schedule: Callable[[Callable[[], None]], None],
+    changes: FunctionChanges | None = None,
+) -> FunctionService:
+    """FunctionService with its collaborators, as platform.py builds it; transitions are
+    handed to `schedule` instead of a timer."""
+    code = CodeStore(blobs, layers.resolve_for_function)
+    states = FunctionStates(db, code, settings.transition_delay_s, lambda _d, fn: schedule(fn))
+    return FunctionService(settings, db, code, states, changes or FunctionChanges())

@@ -194,8 +194,8 @@ def test_transitions_left_by_a_killed_server_are_finished_at_start(services: Lam
     services.scheduled.clear()
     again = open_services(services.functions.settings.data_dir)  # the next server start
     try:
-        assert again.functions.settle_unfinished() == 1
+        assert again.functions.states.settle_unfinished() == 1
         assert again.functions.get("left").config["State"] == "Active"
-        assert again.functions.settle_unfinished() == 0
+        assert again.functions.states.settle_unfinished() == 0
     finally:
         again.db.close()

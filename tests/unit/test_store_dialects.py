@@ -21,17 +21,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from hypothesis import given
 from hypothesis import strategies as st
+from lambda_services import wire_functions
 from pg import PostgresServer, postgresql_fixture
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from lambdahost.config import Settings
-from lambdahost.control.lambda_.functions import FunctionService
+from lambdahost.control.lambda_.layers import LayerService
 from lambdahost.control.lambda_.versions import VersionService
 from lambdahost.control.logs.service import LogService
 from lambdahost.control.logs.syntax import ResourceAlreadyExists, ResourceNotFound
 from lambdahost.errors import ResourceNotFound as LambdaNotFound
-from lambdahost.invoke.queue import EventQueue
+from lambdahost.invoke.queue import Doorbell, EventQueue
 from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
 from lambdahost.store.logs import DAY_MS, LogStore
@@ -396,7 +397,7 @@ def test_log_events_get_and_filter_with_paging(logs: LogService) -> None:
 
 
 def test_event_queue_claim_lease_retry_and_ack(db: Database) -> None:
-    queue = EventQueue(db)
+    queue = EventQueue(db, Doorbell())
     payloads = [bytes(range(256)), b"", b"\x00{}"]
     for i, payload in enumerate(payloads):
         queue.enqueue("f", "1" if i else None, payload, f"req-{i}")
@@ -410,7 +411,7 @@ def test_event_queue_claim_lease_retry_and_ack(db: Database) -> None:
     assert [e.payload for e in first] == payloads[:2]
     assert all(type(e.payload) is bytes for e in first)
     assert first[0].qualifier is None and first[1].qualifier == "1"
-    other = EventQueue(db)  # another worker sees only what is not leased
+    other = EventQueue(db, Doorbell())  # another worker sees only what is not leased
     rest = other.claim(limit=10, lease_ms=60_000)
     assert [e.request_id for e in rest] == ["req-2"]
     assert rest[0].payload == payloads[2]
@@ -436,13 +437,13 @@ def test_event_queue_claim_lease_retry_and_ack(db: Database) -> None:
 def test_event_queue_workers_never_claim_the_same_event(db: Database) -> None:
     total = 60
     for i in range(total):
-        EventQueue(db).enqueue("f", None, str(i).encode(), f"req-{i}")
+        EventQueue(db, Doorbell()).enqueue("f", None, str(i).encode(), f"req-{i}")
     claimed: list[str] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 
     def worker() -> None:
-        queue = EventQueue(db)
+        queue = EventQueue(db, Doorbell())
         try:
             while batch := queue.claim(limit=3, lease_ms=600_000):
                 with lock:
@@ -474,10 +475,12 @@ class Control:
     when `settle()` is called instead of on a timer."""
 
     def __init__(self, db: Database, data_dir: Path) -> None:
-        self.functions = FunctionService(Settings(data_dir=data_dir), db, BlobStore(data_dir / "b"))
-        self.versions = VersionService(self.functions)
+        settings = Settings(data_dir=data_dir)
+        blobs = BlobStore(data_dir / "b")
         self._due: list[Callable[[], None]] = []
-        self.functions.use_scheduler(lambda _delay, fn: self._due.append(fn))
+        layers = LayerService(settings, db, blobs)
+        self.functions = wire_functions(settings, db, blobs, layers, self._due.append)
+        self.versions = VersionService(self.functions)
 
     def settle(self) -> None:
         while self._due:

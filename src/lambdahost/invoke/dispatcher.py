@@ -13,10 +13,12 @@ from typing import Any
 
 from lambdahost.config import Settings
 from lambdahost.control.lambda_.event_configs import EventConfigService
+from lambdahost.control.lambda_.functions import FunctionService
 from lambdahost.errors import ResourceConflict, ResourceNotFound, ServiceError, TooManyRequests
 from lambdahost.invoke.destinations import Destinations, record
+from lambdahost.invoke.logbook import FunctionLogs
 from lambdahost.invoke.model import InvokeRequest, InvokeResult
-from lambdahost.invoke.queue import EventQueue, QueuedEvent, now_ms
+from lambdahost.invoke.queue import Doorbell, EventQueue, QueuedEvent, now_ms
 from lambdahost.invoke.service import Invoker, trace_id
 
 log = logging.getLogger("lambdahost.async")
@@ -32,32 +34,35 @@ class Dispatcher:
         self,
         settings: Settings,
         queue: EventQueue,
+        doorbell: Doorbell,
         invoker: Invoker,
+        functions: FunctionService,
         configs: EventConfigService,
         destinations: Destinations,
+        logs: FunctionLogs,
     ) -> None:
         self.settings = settings
         self.queue = queue
+        self.doorbell = doorbell  # rung by the queue on enqueue, and by us when a slot frees
         self.invoker = invoker
+        self.functions = functions
         self.configs = configs
         self.destinations = destinations
-        self._wake = asyncio.Event()
+        self.logs = logs
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
 
     async def start(self) -> None:
+        self.doorbell.listen()
         released = await asyncio.to_thread(self.queue.release_all_leases)
         if released:
             log.info("re-queued %d asynchronous events an earlier run had started", released)
         self._loop_task = asyncio.create_task(self._loop())
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def close(self) -> None:
         self._closed = True
-        self._wake.set()
+        self.doorbell.ring()
         if self._loop_task is not None:
             self._loop_task.cancel()
         for task in list(self._running):
@@ -67,7 +72,7 @@ class Dispatcher:
     async def _loop(self) -> None:
         lease_ms = 20 * 60 * 1000  # longer than any function's timeout plus init
         while not self._closed:
-            self._wake.clear()
+            self.doorbell.clear()
             free = MAX_PARALLEL - len(self._running)
             events = await asyncio.to_thread(self.queue.claim, free, lease_ms) if free > 0 else []
             for event in events:
@@ -76,14 +81,11 @@ class Dispatcher:
                 task.add_done_callback(self._finished)
             if events and len(events) == free:
                 continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=await self._idle_wait())
-            except TimeoutError:
-                pass
+            await self.doorbell.wait(await self._idle_wait())
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._wake.set()
+        self.doorbell.ring()
 
     async def _idle_wait(self) -> float:
         due = await asyncio.to_thread(self.queue.next_due_ms)
@@ -168,7 +170,7 @@ class Dispatcher:
     ) -> None:
         key = "OnSuccess" if condition == "Success" else "OnFailure"
         target = (config["DestinationConfig"].get(key) or {}).get("Destination")
-        function_arn = self.invoker.functions.arn(
+        function_arn = self.functions.arn(
             event.function_name, executed_version or event.qualifier or "$LATEST"
         )
         outcome = record(
@@ -185,14 +187,14 @@ class Dispatcher:
         if condition != "Success":
             await self._dead_letter(event, result)
         # The event's logs are committed before the event is: a kill in between re-runs it.
-        await asyncio.to_thread(self.invoker.logs.flush)
+        await asyncio.to_thread(self.logs.flush)
         await asyncio.to_thread(self.queue.done, event)
-        self.wake()
+        self.doorbell.ring()
         log.debug("event %s finished: %s after %d attempts", event.request_id, condition, attempts)
 
     async def _dead_letter(self, event: QueuedEvent, result: InvokeResult | None) -> None:
         try:
-            version = await asyncio.to_thread(self.invoker.functions.get, event.function_name)
+            version = await asyncio.to_thread(self.functions.get, event.function_name)
         except ResourceNotFound:
             return
         target = (version.config.get("DeadLetterConfig") or {}).get("TargetArn")

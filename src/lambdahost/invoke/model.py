@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,11 @@ class InvokeResult:
     duration_ms: float
     init_duration_ms: float | None = None  # set on a cold start
     max_memory_used_mb: int = 0
+    # Lines still to come: the END and REPORT of an invoke answered before its extensions
+    # were done (as Lambda does); resolved once they are.
+    log_tail: asyncio.Future[list[tuple[int, str]]] | None = None
 
 
 LogLine = tuple[int, str]
+# Where lines go: (log group, log stream, lines).
+LogSink = Callable[[str, str, list[LogLine]], None]

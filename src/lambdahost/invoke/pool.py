@@ -13,6 +13,9 @@ Contract (what `invoke/` relies on):
   EphemeralStorage against the host's budgets; a cold start that does not fit evicts idle
   environments (least recently used first, never provisioned ones), else raises
   TooManyRequests, as does one that cannot get a cold-start slot in time.
+- The pool writes no logs of invokes and no log text: an invoke's lines (composed by
+  `reports`) come back with its result, for the invoker to write. Only what environments print
+  outside any invoke (extensions at SHUTDOWN) goes straight to the `logs` sink it was given.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +39,16 @@ from lambdahost.invoke.capacity import (
     pick_victims,
 )
 from lambdahost.invoke.environment import PACKAGE_ROOT, Environment, Message
-from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult, LogLine
+from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult, LogLine, LogSink
 from lambdahost.invoke.reports import (
-    error_payload,
-    exit_reason,
+    init_failed,
     init_start_line,
-    iso_now,
+    invoke_ended,
     log_stream_name,
     now_ms,
-    report_line,
+    prewarm_failed,
     report_record,
+    start_line,
 )
 from lambdahost.invoke.streaming import ChunkCollector
 from lambdahost.runtimes import python_runtime_dirs
@@ -71,8 +74,11 @@ class EnvironmentPool:
         runtime_root: Path | None = None,
         capacity: HostCapacity | None = None,
         starts: StartGate | None = None,
+        logs: LogSink | None = None,
     ) -> None:
         self.backend = backend
+        # Output of environments outside any invoke (the SHUTDOWN phase of extensions).
+        self.logs = logs
         self.keepalive_s = keepalive_s
         self.capacity = capacity or HostCapacity()  # default: no budgets
         self.starts = starts or StartGate(default_cold_starts(), max_waiting=1000, max_wait_s=60.0)
@@ -86,9 +92,6 @@ class EnvironmentPool:
         self._reaper: asyncio.Task[None] | None = None
         self._provisioned: set[Environment] = set()  # kept warm, exempt from keepalive
         self._closed = False
-        # (log group, log stream, lines): output written outside any invoke (the shutdown
-        # phase of environments with extensions). The platform points it at the log store.
-        self.on_logs: Callable[[str, str, list[LogLine]], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -137,13 +140,9 @@ class EnvironmentPool:
         message, lines, init_ms = await self._cold_start(env)
         if message.kind != "ready":
             await self._discard(env)
-            status = message.header.get("error_type") or message.kind
-            report = (
-                f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: error"
-                f"\tError Type: {status}\n"
-            )
-            lines.append((now_ms(), report))
-            return f"Function failed on initialization: {status}", env.log_stream, lines
+            reason, report = prewarm_failed(message, init_ms)
+            lines.append(report)
+            return reason, env.log_stream, lines
         self._provisioned.add(env)
         self._park(env)
         return None, env.log_stream, lines
@@ -308,7 +307,7 @@ class EnvironmentPool:
     ) -> InvokeResult:
         spec, request_id = env.spec, request.request_id
         collector = stream or ChunkCollector()
-        lines.append((now_ms(), f"START RequestId: {request_id} Version: {spec.version}\n"))
+        lines.append(start_line(request_id, spec))
         started = time.perf_counter()
         env.send_invoke(request, now_ms() + spec.timeout_s * 1000)
         try:
@@ -320,7 +319,8 @@ class EnvironmentPool:
             # As in Lambda, the caller gets the response as soon as the runtime posts it;
             # the environment stays busy until every INVOKE extension called `next` again.
             lines += message.logs
-            self._spawn(self._after_extensions(env, request, message, started, init_ms))
+            tail: asyncio.Future[list[LogLine]] = asyncio.get_running_loop().create_future()
+            self._spawn(self._after_extensions(env, request, message, started, init_ms, tail))
             return InvokeResult(
                 request_id=request_id,
                 payload=message.body,
@@ -330,6 +330,7 @@ class EnvironmentPool:
                 duration_ms=(time.perf_counter() - started) * 1000,
                 init_duration_ms=init_ms,
                 max_memory_used_mb=env.max_memory_mb(),
+                log_tail=tail,
             )
         return await self._finish(env, request, message, lines, started, init_ms)
 
@@ -340,21 +341,27 @@ class EnvironmentPool:
         result: Message,
         started: float,
         init_ms: float | None,
+        tail: asyncio.Future[list[LogLine]],
     ) -> None:
-        """Wait (within the function's timeout) for the extensions' "done", then log END and
-        REPORT (Duration includes the extensions' time, as billed) and free the environment."""
-        remaining = env.spec.timeout_s - (time.perf_counter() - started)
-        try:
-            async with asyncio.timeout(max(remaining, 0.001)):
-                message = await env.next_message()
-        except TimeoutError:
-            message = Message("timeout", {"logs": await env.flush_logs()})
-        if message.kind == "done":
-            message = Message("result", {**result.header, "logs": message.header.get("logs", [])})
+        """Wait (within the function's timeout) for the extensions' "done", then free the
+        environment and resolve `tail` with the invoke's remaining lines: the extensions'
+        output, END and REPORT (Duration includes the extensions' time, as billed)."""
         lines: list[LogLine] = []
-        await self._finish(env, request, message, lines, started, init_ms)
-        if self.on_logs is not None:
-            self.on_logs(env.spec.log_group, env.log_stream, lines)
+        try:
+            remaining = env.spec.timeout_s - (time.perf_counter() - started)
+            try:
+                async with asyncio.timeout(max(remaining, 0.001)):
+                    message = await env.next_message()
+            except TimeoutError:
+                message = Message("timeout", {"logs": await env.flush_logs()})
+            if message.kind == "done":
+                logs = message.header.get("logs", [])
+                message = Message("result", {**result.header, "logs": logs})
+            await self._finish(env, request, message, lines, started, init_ms)
+        except BaseException:
+            tail.cancel()  # nothing more will be said about this invoke
+            raise
+        tail.set_result(lines)
 
     async def _finish(
         self,
@@ -367,35 +374,20 @@ class EnvironmentPool:
     ) -> InvokeResult:
         """Turn the invoke's final message into its result, END and REPORT lines, and park or
         discard the environment."""
-        spec, request_id = env.spec, request.request_id
+        spec = env.spec
         duration_ms = (time.perf_counter() - started) * 1000  # with extensions' time, as billed
-        lines += message.logs
-        status = ""
-        function_error: str | None = "Unhandled"
-        if message.kind == "result":
-            payload = message.body
-            function_error = None if message.header.get("ok") else "Unhandled"
-        elif message.kind == "timeout":
-            duration_ms = spec.timeout_s * 1000.0
-            text = f"Task timed out after {spec.timeout_s:.2f} seconds"
-            lines.append((now_ms(), f"{iso_now()} {request_id} {text}\n"))
-            payload = error_payload("Sandbox.Timedout", f"RequestId: {request_id} Error: {text}")
-            status = "Status: timeout\t"
-            env.dead = True
-        else:  # the runtime (or the whole agent) exited mid-invoke
-            reason = exit_reason(message, env.oom_killed())
-            text = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
-            lines += [(now_ms(), text + "\n"), (now_ms(), "Runtime.ExitError\n")]
-            payload = error_payload("Runtime.ExitError", text)
-            status = "Status: error\tError Type: Runtime.ExitError\t"
-            env.dead = True
         memory_mb = env.max_memory_mb()
-        lines.append((now_ms(), f"END RequestId: {request_id}\n"))
-        lines.append(
-            (now_ms(), report_line(request_id, duration_ms, spec, memory_mb, init_ms, status))
+        ending = invoke_ended(
+            spec, request, message, duration_ms, memory_mb, init_ms, env.oom_killed
         )
+        lines += message.logs
+        lines += ending.lines
+        if message.kind != "result":
+            env.dead = True  # timed out, or its runtime exited
         if env.telemetry:
-            env.send_report(report_record(request, duration_ms, spec, memory_mb, init_ms, message))
+            env.send_report(
+                report_record(request, ending.duration_ms, spec, memory_mb, init_ms, message)
+            )
         if env.dead:
             if message.kind == "timeout":
                 await self._discard(env, "timeout")  # the function must be stopped when we answer
@@ -404,12 +396,12 @@ class EnvironmentPool:
         else:
             self._park(env)
         return InvokeResult(
-            request_id=request_id,
-            payload=payload,
-            function_error=function_error,
+            request_id=request.request_id,
+            payload=ending.payload,
+            function_error=ending.function_error,
             log_stream=env.log_stream,
             log_lines=lines,
-            duration_ms=duration_ms,
+            duration_ms=ending.duration_ms,
             init_duration_ms=init_ms,
             max_memory_used_mb=memory_mb,
         )
@@ -422,40 +414,18 @@ class EnvironmentPool:
         lines: list[LogLine],
         init_ms: float,
     ) -> InvokeResult:
-        spec, request_id = env.spec, request.request_id
-        if message.kind == "init_error":
-            error_type = message.header.get("error_type") or "Runtime.Unknown"
-            payload = message.body
-        elif message.kind == "timeout":
-            error_type = "Runtime.InitError"
-            text = f"Init timed out after {INIT_TIMEOUT_S:.2f} seconds"
-            payload = error_payload(error_type, f"RequestId: {request_id} Error: {text}")
-        else:
-            error_type = "Runtime.ExitError"
-            reason = exit_reason(message, env.oom_killed())
-            text = f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
-            lines += [(now_ms(), text + "\n"), (now_ms(), "Runtime.ExitError\n")]
-            payload = error_payload(error_type, text)
-        status = "timeout" if message.kind == "timeout" else f"error\tError Type: {error_type}"
         memory_mb = env.max_memory_mb()
+        ending = init_failed(
+            env.spec, request, message, init_ms, memory_mb, env.oom_killed, INIT_TIMEOUT_S
+        )
         await self._discard(env)
-        stamp = now_ms()
-        lines += [
-            (
-                stamp,
-                f"INIT_REPORT Init Duration: {init_ms:.2f} ms\tPhase: init\tStatus: {status}\n",
-            ),
-            (stamp, f"START RequestId: {request_id} Version: {spec.version}\n"),
-            (stamp, f"END RequestId: {request_id}\n"),
-            (stamp, report_line(request_id, 0.0, spec, memory_mb, None, f"Status: {status}\t")),
-        ]
         return InvokeResult(
-            request_id=request_id,
-            payload=payload,
-            function_error="Unhandled",
+            request_id=request.request_id,
+            payload=ending.payload,
+            function_error=ending.function_error,
             log_stream=env.log_stream,
-            log_lines=lines,
-            duration_ms=0.0,
+            log_lines=lines + ending.lines,
+            duration_ms=ending.duration_ms,
             init_duration_ms=init_ms,
             max_memory_used_mb=memory_mb,
         )
@@ -561,14 +531,14 @@ class EnvironmentPool:
 
     async def _shut_down(self, env: Environment, reason: str) -> None:
         """Extensions get their SHUTDOWN (≤ 2 s) before the sandbox goes; what they print then
-        goes to the function's log stream through `on_logs`."""
+        goes to the function's log stream through the `logs` sink."""
         try:
             await self._resume(env)  # a frozen agent cannot run the phase
         except Exception:
             return
         lines = await env.shut_down(reason)
-        if lines and self.on_logs is not None:
-            self.on_logs(env.spec.log_group, env.log_stream, lines)
+        if lines and self.logs is not None:
+            self.logs(env.spec.log_group, env.log_stream, lines)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -13,7 +13,9 @@ from typing import Any
 
 from lambdahost.control.lambda_.aliases import AliasService
 from lambdahost.control.lambda_.concurrency import ConcurrencyService
+from lambdahost.control.lambda_.functions import FunctionService
 from lambdahost.errors import LambdaError, TooManyRequests
+from lambdahost.invoke.logbook import FunctionLogs
 from lambdahost.invoke.model import FunctionSpec
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.service import Invoker
@@ -36,14 +38,18 @@ class ProvisionedConcurrency:
     def __init__(
         self,
         concurrency: ConcurrencyService,
+        functions: FunctionService,
         aliases: AliasService,
         invoker: Invoker,
         pool: EnvironmentPool,
+        logs: FunctionLogs,
     ) -> None:
         self.concurrency = concurrency
+        self.functions = functions
         self.aliases = aliases
-        self.invoker = invoker
+        self.invoker = invoker  # what a version runs as (`spec_for`)
         self.pool = pool
+        self.logs = logs
         self._state: dict[tuple[str, str], Allocation] = {}
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
         self._wake = asyncio.Event()
@@ -136,12 +142,12 @@ class ProvisionedConcurrency:
             except Exception as exc:
                 failure, stream, lines = f"The environment could not be created: {exc}", "", []
         if lines:
-            self.invoker.logs.append(spec.log_group, stream, lines)
+            self.logs.outside_invoke(spec.log_group, stream, lines)
         if failure:
             state.failure = failure
 
     def _spec(self, name: str, qualifier: str) -> FunctionSpec:
         version = qualifier if qualifier.isdigit() else self.aliases.version_for(name, qualifier)
-        function_version = self.invoker.functions.get(name, version)
+        function_version = self.functions.get(name, version)
         spec = self.invoker.spec_for(function_version)
         return dataclasses.replace(spec, initialization_type="provisioned-concurrency")

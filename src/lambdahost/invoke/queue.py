@@ -2,10 +2,11 @@
 
 `enqueue` commits before it returns, so a 202 means the event survives a kill -9. Workers
 claim due events with a lease; an event is deleted only after it ran to a final outcome, so
-delivery is at-least-once."""
+delivery is at-least-once. `enqueue` rings the `Doorbell` the dispatcher waits on."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,9 +32,51 @@ class QueuedEvent:
     attempts: int
 
 
+class Doorbell:
+    """Wakes whoever waits for queued events (the dispatcher), from the event loop or any thread.
+
+    Node-local: a bell rung before anyone listens does nothing, which is fine because a
+    listener looks at the queue before it first waits."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+
+    def listen(self) -> None:
+        """Bind to the running loop; call from the coroutine that will `wait`."""
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def ring(self) -> None:
+        loop, event = self._loop, self._event
+        if loop is None or event is None or loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:  # a worker thread
+            on_loop = False
+        if on_loop:
+            event.set()
+        else:
+            loop.call_soon_threadsafe(event.set)
+
+    def clear(self) -> None:
+        if self._event is not None:
+            self._event.clear()
+
+    async def wait(self, timeout: float) -> None:
+        """Until rung, or `timeout` seconds."""
+        assert self._event is not None, "listen() first"
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
 class EventQueue:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, doorbell: Doorbell) -> None:
         self.db = db
+        self.doorbell = doorbell
         self.worker = uuid.uuid4().hex
 
     def enqueue(
@@ -54,6 +97,7 @@ class EventQueue:
                     lease_owner="",
                 )
             )
+        self.doorbell.ring()  # committed: a dispatcher may claim it now
 
     def release_all_leases(self) -> int:
         """At start of an embedded (single-process) server: whatever was leased died with it."""

@@ -1,4 +1,5 @@
-"""Invoke: resolve the function, check the request, run it in an environment, keep its logs."""
+"""Invoke: resolve the function, check the request, run it in an environment, hand its logs
+to the one writer (`logbook`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,12 @@ from lambdahost.invoke.capacity import host_throttled
 from lambdahost.invoke.concurrency import ConcurrencyLimiter
 from lambdahost.invoke.environment import Environment
 from lambdahost.invoke.layers import merged_opt
+from lambdahost.invoke.logbook import FunctionLogs
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.queue import EventQueue
 from lambdahost.invoke.streaming import ResponseStream
 from lambdahost.sandbox.api import SandboxBusyError, SandboxError
-from lambdahost.store.logs import LogStore
 
 log = logging.getLogger("lambdahost.invoke")
 
@@ -62,7 +62,7 @@ class Invoker:
         functions: FunctionService,
         aliases: AliasService,
         pool: EnvironmentPool,
-        logs: LogStore,
+        logs: FunctionLogs,
         limiter: ConcurrencyLimiter,
         queue: EventQueue,
     ) -> None:
@@ -74,7 +74,6 @@ class Invoker:
         self.logs = logs
         self.queue = queue
         self._cache: dict[tuple[str, str, str | None], tuple[int, Any]] = {}
-        self.on_enqueued: Callable[[], None] = lambda: None
         self._streaming: set[asyncio.Task[None]] = set()  # streamed invokes still running
 
     async def invoke(
@@ -98,7 +97,6 @@ class Invoker:
             name = version.config["FunctionName"]
             qualifier = qualifier or self.functions.ref(function_name).qualifier
             await asyncio.to_thread(self.queue.enqueue, name, qualifier, payload, request_id)
-            self.on_enqueued()
             return InvokeOutcome(202, request_id)
         spec = self.spec_for(version)
         result = await self.run(spec, request)
@@ -195,7 +193,7 @@ class Invoker:
         except BaseException as exc:
             stream.end(None, exc)
             raise
-        self.logs.append(spec.log_group, result.log_stream, result.log_lines)
+        self.logs.invoked(spec, result)
         stream.end(result)
 
     def resolve(self, function_name: str, qualifier: str | None) -> tuple[FunctionVersion, str]:
@@ -247,7 +245,7 @@ class Invoker:
                 raise  # throttles
             except Exception as exc:
                 raise platform_failure(spec, exc) from None
-        self.logs.append(spec.log_group, result.log_stream, result.log_lines)
+        self.logs.invoked(spec, result)
         return result
 
     def spec_for(self, version: FunctionVersion) -> FunctionSpec:

@@ -93,11 +93,7 @@ class FunctionHandlers:
     @operation("DeleteFunction")
     async def delete_function(self, call: Call) -> Output:
         p = call.params
-        qualifier = p.get("Qualifier")
-        if qualifier and qualifier.isdigit():
-            await run_in_threadpool(self.versions.delete, p["FunctionName"], qualifier)
-        else:
-            await run_in_threadpool(self.functions.delete, p["FunctionName"], qualifier)
+        await run_in_threadpool(self.functions.delete, p["FunctionName"], p.get("Qualifier"))
         return {"StatusCode": 204}
 
     @operation("TagResource")

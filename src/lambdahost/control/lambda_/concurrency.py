@@ -16,14 +16,16 @@ MIN_UNRESERVED = 100
 
 
 class ConcurrencyService:
-    def __init__(self, functions: FunctionService, account_limit: int) -> None:
+    def __init__(
+        self,
+        functions: FunctionService,
+        account_limit: int,
+        on_reserved_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.functions = functions
         self.db = functions.db
         self.account_limit = account_limit
-        self._listeners: list[Callable[[], None]] = []
-
-    def on_change(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
+        self._on_reserved_change = on_reserved_change  # the limiter counts against these
 
     # -- reserved -------------------------------------------------------------------------
 
@@ -44,7 +46,7 @@ class ConcurrencyService:
                     f"UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}]."
                 )
             fn.reserved_concurrency = value
-        self._notify()
+        self._on_reserved_change()
         return {"ReservedConcurrentExecutions": value}
 
     def get_reserved(self, identifier: str) -> dict[str, Any]:
@@ -64,7 +66,7 @@ class ConcurrencyService:
             if fn is None:
                 raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
             fn.reserved_concurrency = None
-        self._notify()
+        self._on_reserved_change()
 
     def reserved_by_function(self) -> dict[str, int]:
         with self.db.session() as s:
@@ -144,7 +146,3 @@ class ConcurrencyService:
         with self.db.session() as s:
             self.functions.require(s, name, qualifier)
         return name
-
-    def _notify(self) -> None:
-        for listener in self._listeners:
-            listener()

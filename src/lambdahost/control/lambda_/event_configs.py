@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 from lambdahost.config import Settings
 from lambdahost.control.lambda_.functions import LATEST, FunctionService
 from lambdahost.control.lambda_.paging import page
-from lambdahost.errors import InvalidParameterValue, ResourceNotFound
+from lambdahost.control.lambda_.targets import check_target
+from lambdahost.errors import ResourceNotFound
 from lambdahost.store.tables import EventInvokeConfigRow, FunctionRow
 
 DEFAULT_RETRIES = 2
 DEFAULT_MAX_AGE_S = 21_600
-_SERVICES = {"sqs": "SQS", "sns": "SNS", "events": "EventBridge"}
 
 
 class EventConfigService:
@@ -91,20 +91,8 @@ class EventConfigService:
                 self.check_target(arn)
 
     def check_target(self, arn: str) -> None:
-        """A destination or dead-letter ARN we can deliver to, or a clear 400."""
-        parts = arn.split(":")
-        service = parts[2] if len(parts) > 5 and parts[0] == "arn" else ""
-        if service == "lambda" and parts[5] == "function":
-            return
-        if service in _SERVICES:
-            if self.settings.endpoint_for(service):
-                return
-            raise InvalidParameterValue(
-                f"lambdahost cannot deliver to {_SERVICES[service]} target {arn}: no "
-                f"{_SERVICES[service]} endpoint is configured (see LAMBDAHOST_"
-                f"{service.upper()}_ENDPOINT)."
-            )
-        raise InvalidParameterValue(f"Unsupported destination or dead-letter target: {arn}")
+        """A destination ARN we can deliver to, or a clear 400."""
+        check_target(self.settings, arn)
 
     def _target(self, identifier: str, qualifier: str | None) -> tuple[str, str]:
         ref = self.functions.ref(identifier)

@@ -1,15 +1,12 @@
-"""Functions: create, read, update, delete, and the Pending/InProgress state machine.
+"""Functions: create, read, update, delete and tags; the rules of each call.
 
-Every write commits to the store before it returns. Code archives are stored by content
-(SHA-256) and unpacked once; the unpacked tree is what environments mount as /var/task."""
+Every write commits to the store before it returns. The code itself is `code`'s job, the
+Pending/InProgress transitions `states`' job; a change is announced through `changes`."""
 
 from __future__ import annotations
 
 import base64
 import copy
-import hashlib
-import shutil
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,19 +19,28 @@ from sqlalchemy.orm import Session
 from lambdahost.config import Settings
 from lambdahost.control.clock import last_modified, now_ms
 from lambdahost.control.lambda_ import rules
-from lambdahost.control.lambda_.archive import ArchiveError, unpack_zip
-from lambdahost.control.lambda_.names import FunctionRef, function_arn, parse_function
+from lambdahost.control.lambda_.changes import FunctionChanges
+from lambdahost.control.lambda_.code import CodeStore, b64
+from lambdahost.control.lambda_.names import LATEST, FunctionRef, function_arn, parse_function
+from lambdahost.control.lambda_.states import (
+    FunctionStates,
+    check_changeable,
+    creating,
+    updating,
+)
+from lambdahost.control.lambda_.targets import check_target
 from lambdahost.errors import (
     InvalidParameterValue,
     PreconditionFailed,
     ResourceConflict,
     ResourceNotFound,
 )
-from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
 from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
 
-LATEST = "$LATEST"
+# LATEST lives in `names`; the other services import it from here, with the service.
+__all__ = ["LATEST", "FunctionService", "FunctionVersion", "check_revision"]
+
 # Configuration members a client may set, with the values AWS fills in when absent.
 DEFAULTS: dict[str, Any] = {
     "Description": "",
@@ -62,11 +68,6 @@ SETTABLE = (
     "ImageConfig",
 )
 
-# Checks layer version ARNs: [(arn, sha256 hex, zipped size, unzipped size)].
-LayerResolver = Callable[[list[str]], list[tuple[str, str, int, int]]]
-ChangeListener = Callable[[str], None]  # called with the function name after a change
-Scheduler = Callable[[float, Callable[[], None]], None]
-
 
 @dataclass(frozen=True)
 class FunctionVersion:
@@ -80,23 +81,19 @@ class FunctionVersion:
 
 
 class FunctionService:
-    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        code: CodeStore,
+        states: FunctionStates,
+        changes: FunctionChanges,
+    ) -> None:
         self.settings = settings
         self.db = db
-        self.blobs = blobs
-        self._listeners: list[ChangeListener] = []
-        self._schedule: Scheduler = _thread_timer
-        self._unpack_lock = threading.Lock()
-        self.layers: LayerResolver | None = None
-        self.check_target: Callable[[str], None] = lambda arn: None  # dead-letter targets
-
-    # -- wiring ---------------------------------------------------------------------------
-
-    def on_change(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
-
-    def use_scheduler(self, schedule: Scheduler) -> None:
-        self._schedule = schedule
+        self.code = code
+        self.states = states
+        self.changes = changes
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(
@@ -124,7 +121,7 @@ class FunctionService:
                 "Runtime and Handler are mandatory parameters for functions created with "
                 "deployment packages."
             )
-        digest, size = self._store_code(params.get("Code") or {})
+        digest, size = self.code.store(params.get("Code") or {})
         now = now_ms()
         arn = self.arn(ref.name)
         config: dict[str, Any] = {
@@ -133,13 +130,11 @@ class FunctionService:
             **copy.deepcopy(DEFAULTS),
             **{k: copy.deepcopy(params[k]) for k in SETTABLE if params.get(k) is not None},
             "CodeSize": size,
-            "CodeSha256": _b64(digest),
+            "CodeSha256": b64(digest),
             "Version": LATEST,
             "LastModified": last_modified(now),
             "RevisionId": str(uuid.uuid4()),
-            "State": "Pending",
-            "StateReason": "The function is being created.",
-            "StateReasonCode": "Creating",
+            **creating(),
         }
         config["Architectures"] = list(params.get("Architectures") or ["x86_64"])
         config["LoggingConfig"] = {
@@ -147,7 +142,7 @@ class FunctionService:
             "LogGroup": f"/aws/lambda/{ref.name}",
             **(params.get("LoggingConfig") or {}),
         }
-        layer_digests = self._attach_layers(config, params.get("Layers"), digest)
+        layer_digests = self.code.attach_layers(config, params.get("Layers"), digest)
         with self.db.session() as s:
             if s.get(FunctionRow, ref.name) is not None:
                 raise ResourceConflict(f"Function already exist: {ref.name}")
@@ -171,7 +166,7 @@ class FunctionService:
                     layer_digests=layer_digests,
                 )
             )
-        self._settle_later(ref.name)
+        self.states.settle_later(ref.name)
         return config
 
     # -- read -----------------------------------------------------------------------------
@@ -188,13 +183,10 @@ class FunctionService:
             return FunctionVersion(
                 dict(row.config),
                 row.code_sha256,
-                self.code_dir(row.code_sha256),
+                self.code.directory(row.code_sha256),
                 dict(fn.tags),
-                tuple(self.code_dir(d) for d in row.layer_digests or ()),
+                tuple(self.code.directory(d) for d in row.layer_digests or ()),
             )
-
-    def code_dir(self, digest: str) -> Path:
-        return self.blobs.unpacked_dir(digest)
 
     def list(
         self, marker: str | None, max_items: int | None, all_versions: bool = False
@@ -220,25 +212,36 @@ class FunctionService:
             sizes = s.scalars(select(VersionRow.config)).all()
         return count, sum(int(c.get("CodeSize", 0)) for c in sizes)
 
+    def require(self, s: Session, name: str, qualifier: str | None = None) -> None:
+        """404 unless the function exists, and so does the version or alias `qualifier` names
+        (None, "" and $LATEST name the function itself)."""
+        if s.get(FunctionRow, name) is None:
+            raise ResourceNotFound(f"Function not found: {self.arn(name)}")
+        if not qualifier or qualifier == LATEST:
+            return
+        row = VersionRow if qualifier.isdigit() else AliasRow
+        if s.get(row, (name, qualifier)) is None:
+            raise ResourceNotFound(f"Function not found: {self.arn(name, qualifier)}")
+
     # -- update ---------------------------------------------------------------------------
 
     def update_code(self, params: dict[str, Any]) -> dict[str, Any]:
         ref = self.ref(params["FunctionName"])
         _no_qualifier(ref)
-        digest, size = self._store_code(params)
+        digest, size = self.code.store(params)
         if params.get("DryRun"):
             config = self.get(ref.name).config
-            return {**config, "CodeSha256": _b64(digest), "CodeSize": size}
+            return {**config, "CodeSha256": b64(digest), "CodeSize": size}
 
         def change(config: dict[str, Any], row: VersionRow) -> None:
-            config["CodeSha256"] = _b64(digest)
+            config["CodeSha256"] = b64(digest)
             config["CodeSize"] = size
             if params.get("Architectures"):
                 config["Architectures"] = list(params["Architectures"])
             row.code_sha256 = digest
             arns = [layer["Arn"] for layer in config.get("Layers", [])]
             if arns:
-                row.layer_digests = self._attach_layers(config, arns, digest)
+                row.layer_digests = self.code.attach_layers(config, arns, digest)
 
         return self._update(ref.name, params.get("RevisionId"), change)
 
@@ -259,7 +262,9 @@ class FunctionService:
                     **params["LoggingConfig"],
                 }
             if params.get("Layers") is not None:
-                row.layer_digests = self._attach_layers(config, params["Layers"], row.code_sha256)
+                row.layer_digests = self.code.attach_layers(
+                    config, params["Layers"], row.code_sha256
+                )
             if config.get("Environment") == {"Variables": {}}:
                 config.pop("Environment")
 
@@ -275,32 +280,23 @@ class FunctionService:
             row = self._latest_row(s, name)
             config = copy.deepcopy(row.config)
             check_revision(revision_id, config["RevisionId"])
-            if config.get("State") == "Pending":
-                raise ResourceConflict(
-                    "The operation cannot be performed at this time. The function is currently "
-                    "in the following state: Pending"
-                )
-            if config.get("LastUpdateStatus") == "InProgress":
-                raise ResourceConflict(
-                    "The operation cannot be performed at this time. An update is in progress "
-                    f"for resource: {config['FunctionArn']}"
-                )
+            check_changeable(config)
             change(config, row)
             config["LastModified"] = last_modified()
             config["RevisionId"] = str(uuid.uuid4())
-            config["LastUpdateStatus"] = "InProgress"
-            config["LastUpdateStatusReason"] = "The function is being created."
-            config["LastUpdateStatusReasonCode"] = "Creating"
+            updating(config)
             row.config = config
             row.revision_id = config["RevisionId"]
             row.settled = False
-        self._notify(name)
-        self._settle_later(name)
+        self.changes.publish(name)
+        self.states.settle_later(name)
         return config
 
     # -- delete and tags ------------------------------------------------------------------
 
     def delete(self, identifier: str, qualifier: str | None = None) -> None:
+        """DeleteFunction: the whole function, or the published version `qualifier` names
+        (refused while an alias routes to it). Aliases and $LATEST cannot be deleted here."""
         ref = self.ref(identifier)
         version = ref.qualified(qualifier)
         if version == LATEST:
@@ -312,15 +308,17 @@ class FunctionService:
             if fn is None:
                 raise ResourceNotFound(f"Function not found: {self.arn(ref.name)}")
             rows = s.scalars(select(VersionRow).where(VersionRow.function_name == ref.name)).all()
-            if version is not None:
+            if version is None:
+                s.delete(fn)
+            else:
+                if version.isdigit():
+                    _check_no_alias_uses(s, ref.name, version)
                 rows = [r for r in rows if r.version == version]
                 if not rows:
                     raise ResourceNotFound(f"Function not found: {self.arn(ref.name, version)}")
-            else:
-                s.delete(fn)
             for row in rows:
                 s.delete(row)
-        self._notify(ref.name)
+        self.changes.publish(ref.name)
 
     def tags_of(self, resource: str) -> dict[str, str]:
         with self.db.session() as s:
@@ -347,127 +345,12 @@ class FunctionService:
             raise ResourceNotFound(f"Function not found: {self.arn(ref.name)}")
         return fn
 
-    # -- the state machine ----------------------------------------------------------------
-
-    def settle_unfinished(self) -> int:
-        """Finish transitions a killed server left Pending/InProgress. Returns how many."""
-        with self.db.session() as s:
-            names = s.scalars(
-                select(VersionRow.function_name).where(VersionRow.settled.is_(False))
-            ).all()
-        for name in names:
-            self.settle(name)
-        return len(names)
-
-    def settle(self, name: str) -> None:
-        """Move a Pending function to Active, an InProgress update to Successful."""
-        with self.db.session() as s:
-            row = s.get(VersionRow, (name, LATEST))
-            if row is None or row.settled:
-                return
-            config = copy.deepcopy(row.config)
-            failure = self._readiness_problem(row.code_sha256)
-            if config.get("State") == "Pending":
-                if failure:
-                    config.update(
-                        State="Failed", StateReason=failure, StateReasonCode="InternalError"
-                    )
-                else:
-                    config.update(State="Active", LastUpdateStatus="Successful")
-                    for key in ("StateReason", "StateReasonCode"):
-                        config.pop(key, None)
-            if config.get("LastUpdateStatus") == "InProgress":
-                for key in ("LastUpdateStatusReason", "LastUpdateStatusReasonCode"):
-                    config.pop(key, None)
-                if failure:
-                    config.update(
-                        LastUpdateStatus="Failed",
-                        LastUpdateStatusReason=failure,
-                        LastUpdateStatusReasonCode="InternalError",
-                    )
-                else:
-                    config["LastUpdateStatus"] = "Successful"
-            row.config = config
-            row.settled = True
-
-    def _readiness_problem(self, digest: str) -> str | None:
-        if not self.code_dir(digest).is_dir():
-            try:
-                self._unpack(self.blobs.read(digest), digest)
-            except (OSError, ArchiveError) as exc:
-                return f"The function code could not be prepared: {exc}"
-        return None
-
-    def _settle_later(self, name: str) -> None:
-        self._schedule(self.settings.transition_delay_s, lambda: self.settle(name))
-
-    def _notify(self, name: str) -> None:
-        for listener in self._listeners:
-            listener(name)
+    # -- helpers --------------------------------------------------------------------------
 
     def _check_dead_letter(self, params: dict[str, Any]) -> None:
         target = (params.get("DeadLetterConfig") or {}).get("TargetArn")
         if target:
-            self.check_target(target)
-
-    # -- code -----------------------------------------------------------------------------
-
-    def _attach_layers(
-        self, config: dict[str, Any], arns: list[str] | None, digest: str
-    ) -> list[str]:
-        """Set config["Layers"] and return the layers' digests, checking the total size."""
-        if not arns:
-            config.pop("Layers", None)
-            return []
-        if self.layers is None:
-            raise InvalidParameterValue("Layers are not available.")
-        resolved = self.layers(list(arns))
-        total = tree_size(self.code_dir(digest)) + sum(r[3] for r in resolved)
-        if total > rules.UNZIPPED_MAX:
-            raise InvalidParameterValue(
-                "Function code combined with layers exceeds the maximum allowed size of "
-                f"{rules.UNZIPPED_MAX} bytes. The actual size is {total} bytes."
-            )
-        config["Layers"] = [{"Arn": arn, "CodeSize": size} for arn, _, size, _ in resolved]
-        return [d for _, d, _, _ in resolved]
-
-    def _store_code(self, code: dict[str, Any]) -> tuple[str, int]:
-        """Validate, unpack and durably store a zip. Returns (sha256 hex, size)."""
-        if code.get("S3Bucket") or code.get("S3Key") or code.get("ImageUri"):
-            raise InvalidParameterValue(
-                "lambdahost accepts function code as ZipFile only; S3 and image code locations "
-                "are not supported."
-            )
-        data = code.get("ZipFile")
-        if not data:
-            raise InvalidParameterValue("Please provide a source for function code: ZipFile.")
-        rules.check_zip_size(len(data))
-        digest = hashlib.sha256(data).hexdigest()
-        self._unpack(data, digest)
-        self.blobs.put(data, digest)
-        return digest, len(data)
-
-    def _unpack(self, data: bytes, digest: str) -> None:
-        dest = self.code_dir(digest)
-        with self._unpack_lock:
-            if dest.is_dir():
-                return
-            try:
-                unpack_zip(data, dest, max_unzipped_bytes=rules.UNZIPPED_MAX)
-            except ArchiveError as exc:
-                shutil.rmtree(dest, ignore_errors=True)
-                raise InvalidParameterValue(str(exc)) from None
-
-    def require(self, s: Session, name: str, qualifier: str | None = None) -> None:
-        """404 unless the function exists, and so does the version or alias `qualifier` names
-        (None, "" and $LATEST name the function itself)."""
-        if s.get(FunctionRow, name) is None:
-            raise ResourceNotFound(f"Function not found: {self.arn(name)}")
-        if not qualifier or qualifier == LATEST:
-            return
-        row = VersionRow if qualifier.isdigit() else AliasRow
-        if s.get(row, (name, qualifier)) is None:
-            raise ResourceNotFound(f"Function not found: {self.arn(name, qualifier)}")
+            check_target(self.settings, target)
 
     def _latest_row(self, s: Session, name: str) -> VersionRow:
         row = s.get(VersionRow, (name, LATEST))
@@ -476,23 +359,14 @@ class FunctionService:
         return row
 
 
-def tree_size(root: Path) -> int:
-    """Bytes of the regular files under `root` (symlinks not followed)."""
-    total = 0
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            total += path.stat().st_size
-    return total
-
-
-def _thread_timer(delay: float, fn: Callable[[], None]) -> None:
-    timer = threading.Timer(delay, fn)
-    timer.daemon = True
-    timer.start()
-
-
-def _b64(hex_digest: str) -> str:
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+def _check_no_alias_uses(s: Session, name: str, version: str) -> None:
+    """A version an alias points or routes to cannot be deleted."""
+    aliases = s.scalars(select(AliasRow).where(AliasRow.function_name == name)).all()
+    users = {a.name for a in aliases if a.function_version == version or version in a.routing}
+    if users:
+        raise ResourceConflict(
+            f"Unable to delete version because the following aliases reference it: {sorted(users)}"
+        )
 
 
 def _no_qualifier(ref: FunctionRef) -> None:

@@ -18,7 +18,8 @@ from lambdahost.config import Settings
 from lambdahost.control.clock import last_modified
 from lambdahost.control.lambda_ import rules
 from lambdahost.control.lambda_.archive import ArchiveError, UnpackedArchive, unpack_zip
-from lambdahost.control.lambda_.functions import check_revision, tree_size
+from lambdahost.control.lambda_.code import tree_size
+from lambdahost.control.lambda_.functions import check_revision
 from lambdahost.control.lambda_.paging import page
 from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
 from lambdahost.store.blobs import BlobStore

@@ -13,6 +13,7 @@ _IDENTIFIER = re.compile(
     r"(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?$"
 )
 NAME_MAX = 64
+LATEST = "$LATEST"  # the unpublished version every function has
 
 
 @dataclass(frozen=True)

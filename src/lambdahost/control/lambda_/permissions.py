@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lambdahost.control.lambda_.changes import FunctionChanges
 from lambdahost.control.lambda_.functions import LATEST, FunctionService, check_revision
 from lambdahost.errors import InvalidParameterValue, LambdaError, ResourceConflict, ResourceNotFound
 from lambdahost.store.tables import FunctionPolicyRow, FunctionRow, VersionRow
@@ -33,9 +34,10 @@ class PolicyLengthExceeded(LambdaError):
 
 
 class PermissionService:
-    def __init__(self, functions: FunctionService) -> None:
+    def __init__(self, functions: FunctionService, changes: FunctionChanges) -> None:
         self.functions = functions
         self.db = functions.db
+        changes.subscribe(self.forget_removed)
 
     # -- the API --------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lambdahost.control.lambda_.changes import FunctionChanges
 from lambdahost.control.lambda_.functions import LATEST, FunctionService
 from lambdahost.control.lambda_.paging import page
 from lambdahost.errors import (
@@ -43,10 +44,11 @@ class FunctionUrl:
 
 
 class UrlService:
-    def __init__(self, functions: FunctionService) -> None:
+    def __init__(self, functions: FunctionService, changes: FunctionChanges) -> None:
         self.functions = functions
         self.db = functions.db
         self.region = functions.settings.region
+        changes.subscribe(self.forget_removed)
 
     # -- the API --------------------------------------------------------------------------
 

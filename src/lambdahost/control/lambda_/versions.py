@@ -12,7 +12,7 @@ from lambdahost.control.clock import last_modified
 from lambdahost.control.lambda_.functions import LATEST, FunctionService, check_revision
 from lambdahost.control.lambda_.paging import page
 from lambdahost.errors import PreconditionFailed, ResourceConflict, ResourceNotFound
-from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
+from lambdahost.store.tables import FunctionRow, VersionRow
 
 # Fields that differ between two snapshots of identical code and configuration.
 VOLATILE = {
@@ -108,24 +108,8 @@ class VersionService:
         return page([dict(r.config) for r in ordered], "Versions", marker, max_items)
 
     def delete(self, identifier: str, version: str) -> None:
-        name = self.functions.ref(identifier).name
-        with self.db.session() as s:
-            users = s.scalars(
-                select(AliasRow.name).where(
-                    AliasRow.function_name == name, AliasRow.function_version == version
-                )
-            ).all()
-            weighted = [
-                a.name
-                for a in s.scalars(select(AliasRow).where(AliasRow.function_name == name))
-                if version in a.routing
-            ]
-        if users or weighted:
-            raise ResourceConflict(
-                "Unable to delete version because the following aliases reference it: "
-                f"{sorted({*users, *weighted})}"
-            )
-        self.functions.delete(name, version)
+        """Delete one published version (the rule is `FunctionService.delete`'s)."""
+        self.functions.delete(self.functions.ref(identifier).name, version)
 
     @staticmethod
     def _newest(s: Any, name: str, number: int) -> VersionRow | None:
