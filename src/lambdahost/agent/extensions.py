@@ -24,7 +24,13 @@ import uuid
 
 from .http11 import Connection, Request
 from .main import Agent, OutputCapture
-from .shared import JSON_TYPE, MAX_LINE, STATUS_OK, error_body, launch, now_ms
+from .shared import JSON_TYPE, MAX_LINE, STATUS_OK, TYPE_CHECKING, error_body, launch, now_ms
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .shared import JSONObject, LogLine
+    from .telemetry import Telemetry
 
 PREFIX = "/2020-01-01/extension/"
 MAX_EXTENSIONS = 10
@@ -77,7 +83,7 @@ class Extensions:
         self.awaiting: str | None = None  # request id whose result went out as `pending`
         self.result_ns = 0
         self.shutting_down = False
-        self.telemetry = None  # telemetry.Telemetry once someone subscribes
+        self.telemetry: Telemetry | None = None  # once someone subscribes
         self.history: list[tuple[int, str, object]] | None = []  # init-phase events
         self.account_id = os.environ.get("LAMBDAHOST_ACCOUNT_ID", "000000000000")
         self.invoke_started_ns = 0
@@ -292,7 +298,7 @@ class Extensions:
         self.runtime_ready = True
         self.check_progress()
 
-    def on_invoke(self, header: dict) -> None:
+    def on_invoke(self, header: JSONObject) -> None:
         self.invoke_started_ns = time.monotonic_ns()
         trace = header.get("trace") or ""
         event = {
@@ -314,7 +320,7 @@ class Extensions:
             record["tracing"] = {"type": "X-Amzn-Trace-Id", "value": trace}
         self.record(now_ms(), "platform.start", record)
 
-    def on_result(self, header: dict, body: bytes) -> None:
+    def on_result(self, header: JSONObject, body: bytes) -> None:
         """The runtime answered: add `pending` when extensions still work on this invoke."""
         elapsed_ms = (time.monotonic_ns() - self.invoke_started_ns) / 1e6
         status = "success" if header["ok"] else "error"
@@ -378,10 +384,10 @@ class Extensions:
         extra = {"extensions": len(self.by_id), "telemetry": self.telemetry is not None}
         self.agent.send_ready(extra)
 
-    def take_logs(self) -> list[list]:
+    def take_logs(self) -> list[LogLine]:
         if self.output is not None:
             self.read_output()
-        return self.agent.output.take() if self.agent.output is not None else []
+        return self.agent.take_logs()
 
     def keeps_running(self) -> bool:
         """After the runtime exits: stay up for the host's shutdown (SHUTDOWN "failure")."""
@@ -400,7 +406,7 @@ class Extensions:
     def function_line(self, stamp: int, text: str) -> None:
         self.record_line(stamp, text, "function")
 
-    def on_report(self, header: dict) -> None:
+    def on_report(self, header: JSONObject) -> None:
         """The host's REPORT for an invoke, as `platform.report`."""
         record = header.get("record")
         if isinstance(record, dict):
@@ -442,8 +448,8 @@ class Extensions:
         agent.send({"t": "bye", "logs": self.take_logs()})
         agent.shutdown()
 
-    def wait(self, done: object, deadline: float) -> None:
-        while not done() and time.monotonic() < deadline:  # type: ignore[operator]
+    def wait(self, done: Callable[[], bool], deadline: float) -> None:
+        while not done() and time.monotonic() < deadline:
             self.agent.poll(max(0.0, deadline - time.monotonic()))
 
     def kill_all(self) -> None:

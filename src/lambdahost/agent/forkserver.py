@@ -88,11 +88,14 @@ def _run_runtime(argv: list[str], env: dict[str, str], code: types.CodeType, out
         sys.path[:] = [os.path.dirname(script), *python_path, *STDLIB_PATH]
         sys.argv = [script]
         sys.orig_argv = list(argv)
-        sys.stdin = sys.__stdin__ = io.TextIOWrapper(
+        sys.stdin = stdin = io.TextIOWrapper(
             io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="strict"
         )
-        sys.stdout = sys.__stdout__ = _unbuffered_text(1, "strict")
-        sys.stderr = sys.__stderr__ = _unbuffered_text(2, "backslashreplace")
+        sys.stdout = stdout = _unbuffered_text(1, "strict")
+        sys.stderr = stderr = _unbuffered_text(2, "backslashreplace")
+        # The originals too, as in a fresh interpreter. typeshed marks sys.__std*__ Final (a
+        # program's constants), which they are not for a process standing in for an exec.
+        vars(sys).update(__stdin__=stdin, __stdout__=stdout, __stderr__=stderr)
         main = types.ModuleType("__main__")
         main.__file__ = script
         sys.modules["__main__"] = main
@@ -111,7 +114,7 @@ def _run_runtime(argv: list[str], env: dict[str, str], code: types.CodeType, out
 def _unbuffered_text(fd: int, errors: str) -> io.TextIOWrapper:
     """What `-u` gives: a text layer writing straight through to the descriptor."""
     raw = io.FileIO(fd, "w", closefd=False)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors=errors, write_through=True)  # type: ignore[arg-type]
+    return io.TextIOWrapper(raw, encoding="utf-8", errors=errors, write_through=True)
 
 
 def _exit_status(code: object) -> int:
@@ -130,7 +133,7 @@ def _finish(status: int) -> None:
     try:
         threading = sys.modules.get("threading")
         if threading is not None:
-            threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads
+            threading._shutdown()  # joins non-daemon threads
         import atexit
 
         atexit._run_exitfuncs()

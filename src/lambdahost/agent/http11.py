@@ -80,7 +80,7 @@ class Connection:
         if not data:
             return None
         self._buffer += data
-        requests = []
+        requests: list[Request] = []
         while True:
             request = self._parse_one()
             if request is None:
@@ -110,15 +110,17 @@ class Connection:
 
     def _starts_stream(self) -> bool:
         """Parse a head if one is here; True when it opened a streamed body."""
+        on_stream = self.on_stream
+        if on_stream is None:
+            return False
         if self._head is None:
             end = self._buffer.find(b"\r\n\r\n")
-            if end < 0 or self.on_stream is None:
+            if end < 0:
                 return False
             self._head = self._parse_head(end)
         method, path, headers = self._head
         streaming = (
-            self.on_stream is not None
-            and headers.get("lambda-runtime-function-response-mode", "").lower() == "streaming"
+            headers.get("lambda-runtime-function-response-mode", "").lower() == "streaming"
             and "chunked" in headers.get("transfer-encoding", "").lower()
         )
         if not streaming:
@@ -126,7 +128,7 @@ class Connection:
         from .chunked import ChunkedDecoder  # only streams need it: not paid at start-up
 
         self._head = None
-        sink = self.on_stream(Request(method, path, headers, b""))  # type: ignore[misc]
+        sink = on_stream(Request(method, path, headers, b""))
         self._stream = (ChunkedDecoder(), sink)
         return True
 
@@ -151,7 +153,7 @@ class Connection:
     def abandon_stream(self) -> None:
         """The client went away: tell an open stream's sink it will not end."""
         if self._stream is not None:
-            self._stream, (_, sink) = None, self._stream
+            (_, sink), self._stream = self._stream, None
             sink.abort()
 
     def _parse_head(self, end: int) -> tuple[str, str, dict[str, str]]:
@@ -183,7 +185,8 @@ class Connection:
     def _take_chunked(self) -> bytes | None:
         # Parse without consuming until the terminating chunk is here; bodies are small and
         # arrive quickly, so re-scanning on each read is cheaper than keeping parser state.
-        pos, parts = 0, []
+        pos = 0
+        parts: list[bytes] = []
         while True:
             eol = self._buffer.find(b"\r\n", pos)
             if eol < 0:

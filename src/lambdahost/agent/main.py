@@ -19,9 +19,10 @@ from .shared import JSON_TYPE, MAX_LINE, RUNTIME_PREFIX, STATUS_OK, error_body, 
 
 TYPE_CHECKING = False  # no `typing` import at run time (see http11)
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
+    from collections.abc import Callable, Mapping
 
+    from .extensions import Extensions
+    from .shared import JSONObject, LogLine
     from .streaming import ResponseStream
 
 MAX_RESPONSE_BYTES = 6291556
@@ -35,10 +36,11 @@ class OutputCapture:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.lines: list[list] = []  # [epoch_ms, text]
+        self.lines: list[LogLine] = []  # [epoch_ms, text]
         self._partial = b""
         self._size = 0
-        self.on_line = None  # (epoch_ms, text) callback, set while telemetry may want lines
+        # (epoch_ms, text) callback, set while telemetry may want lines
+        self.on_line: Callable[[int, str], None] | None = None
         os.set_blocking(fd, False)
 
     def read(self) -> bool:
@@ -70,16 +72,17 @@ class OutputCapture:
         # grow one frame past what the host accepts (the host applies the same caps).
         self._size += len(raw) + 1
         if self._size <= MAX_LOG_BYTES and len(self.lines) < MAX_LOG_LINES:
-            self.lines.append([stamp, raw.decode(errors="replace") + "\n"])
+            text = raw.decode(errors="replace") + "\n"
+            self.lines.append([stamp, text])
             if self.on_line is not None:
-                self.on_line(stamp, self.lines[-1][1])
+                self.on_line(stamp, text)
 
     def flush(self) -> None:
         if self._partial:
             self._append(now_ms(), self._partial)
             self._partial = b""
 
-    def take(self) -> list[list]:
+    def take(self) -> list[LogLine]:
         """Everything printed so far (the pipe drained first: a runtime prints before it
         posts, so its output is already in the pipe when its post arrives)."""
         self.read()
@@ -95,7 +98,7 @@ class Agent:
         listener: socket.socket,
         runtime_pid: int,
         output_fd: int,
-        extensions_api: Callable[[Agent], Any],  # → extensions.Extensions
+        extensions_api: Callable[[Agent], Extensions],
     ) -> None:
         self.host = host
         # The Extensions, Telemetry and Logs APIs, loaded on first use (`extensions.attach`);
@@ -110,16 +113,20 @@ class Agent:
         self.started_ns = time.monotonic_ns()
         self.booted_ms = time.time() * 1000
         self.parked: Connection | None = None  # a runtime waiting in /invocation/next
-        self.pending: tuple[dict, bytes] | None = None  # an invoke not yet fetched
+        self.pending: tuple[JSONObject, bytes] | None = None  # an invoke not yet fetched
         self.current: str | None = None  # request id handed out and not yet answered
-        self.extensions = None  # extensions.Extensions, only once extensions exist
+        self.extensions: Extensions | None = None  # only once extensions exist
 
     # -- host link ---------------------------------------------------------------------
-    def send(self, header: dict, body: bytes = b"") -> None:
+    def send(self, header: Mapping[str, object], body: bytes = b"") -> None:
         try:
             self.host.sendall(encode(header, body))
         except OSError:
             self.shutdown()
+
+    def take_logs(self) -> list[LogLine]:
+        """The runtime's output so far (none when it could not be started: no pipe then)."""
+        return self.output.take() if self.output is not None else []
 
     def on_host(self) -> None:
         try:
@@ -133,18 +140,18 @@ class Agent:
                 self.pending = (header, body)
                 self.dispatch()
             elif header.get("t") == "flush":  # the host gave up waiting (a timeout)
-                self.send({"t": "logs", "logs": self.output.take() if self.output else []})
+                self.send({"t": "logs", "logs": self.take_logs()})
             elif header.get("t") == "report" and self.extensions is not None:
                 self.extensions.on_report(header)
             elif header.get("t") == "shutdown":  # reclaimed: only sent with extensions
                 if self.extensions is not None:
                     self.extensions.shutdown(header.get("reason", "spindown"), header["budget_ms"])
-                self.send({"t": "bye", "logs": self.output.take() if self.output else []})
+                self.send({"t": "bye", "logs": self.take_logs()})
                 self.shutdown()
 
     # -- runtime process ---------------------------------------------------------------
     def init_failed(self, error_type: str, message: str) -> None:
-        logs = self.output.take() if self.output else []
+        logs = self.take_logs()
         self.send({"t": "init_error", "error_type": error_type, "logs": logs},
                   error_body(error_type, message))  # fmt: skip
         self.shutdown()
@@ -166,7 +173,7 @@ class Agent:
         if self.extensions is not None and self.extensions.shutting_down:
             self.runtime_pid = 0  # stopped on purpose: the phase's "bye" carries the output
             return
-        logs = self.output.take() if self.output else []
+        logs = self.take_logs()
         code = os.waitstatus_to_exitcode(status)
         report = {"t": "exit", "status": max(code, 0), "signal": max(-code, 0), "logs": logs}
         report["phase"] = "invoke" if self.initialized else "init"
@@ -230,7 +237,7 @@ class Agent:
                 return self.invalid_transition(connection, "Ready", "InitError")
             connection.respond(202, STATUS_OK, JSON_TYPE)
             error_type = request.headers.get("lambda-runtime-function-error-type", "")
-            logs = self.output.take() if self.output else []
+            logs = self.take_logs()
             body = request.body or error_body(error_type or "Runtime.Unknown", "")
             self.send({"t": "init_error", "error_type": error_type, "logs": logs}, body)
             return self.shutdown()
@@ -252,9 +259,9 @@ class Agent:
             self.send_ready()
         self.dispatch()
 
-    def send_ready(self, extra: dict | None = None) -> None:
+    def send_ready(self, extra: Mapping[str, object] | None = None) -> None:
         init_ms = (time.monotonic_ns() - self.started_ns) / 1e6
-        logs = self.output.take()
+        logs = self.take_logs()
         header = {"t": "ready", "init_ms": init_ms, "boot_ms": self.booted_ms, "logs": logs}
         self.send({**header, **(extra or {})})
 
@@ -288,7 +295,7 @@ class Agent:
             if failed and not body:
                 error_type = error_type or "Runtime.Unknown"
                 body = error_body(error_type, "")
-        header = {"t": "result", "id": request_id, "ok": not failed, "logs": self.output.take()}
+        header = {"t": "result", "id": request_id, "ok": not failed, "logs": self.take_logs()}
         if failed:
             header["error_type"] = error_type
         if self.extensions is not None:
@@ -366,7 +373,7 @@ class Agent:
             elif tag == "listener":
                 self.accept()
             elif tag == "output":
-                if not self.output.read():
+                if self.output is not None and not self.output.read():
                     self.selector.unregister(key.fd)
             elif tag == "signal":
                 try:

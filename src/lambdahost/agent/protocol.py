@@ -21,6 +21,11 @@ from __future__ import annotations
 import json
 import struct
 
+TYPE_CHECKING = False  # no `typing` import at run time (see http11)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
 HEADER = struct.Struct("!II")
 # Payloads are capped at ~6 MB and logs at 4 MB a phase; anything bigger is not from a healthy
 # agent (the function runs as the agent's uid and could reach its socket), so refuse it.
@@ -31,7 +36,7 @@ class FrameError(ValueError):
     pass
 
 
-def encode(header: dict[str, object], body: bytes = b"") -> bytes:
+def encode(header: Mapping[str, object], body: bytes = b"") -> bytes:
     head = json.dumps(header, separators=(",", ":")).encode()
     return HEADER.pack(len(head), len(body)) + head + body
 
@@ -42,7 +47,7 @@ class FrameReader:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[tuple[dict, bytes]]:
+    def feed(self, data: bytes) -> list[tuple[dict[str, Any], bytes]]:
         self._buffer += data
         frames = []
         while len(self._buffer) >= HEADER.size:

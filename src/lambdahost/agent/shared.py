@@ -59,12 +59,17 @@ def set_dumpable(dumpable: bool) -> None:
 
 
 if TYPE_CHECKING:
-    from typing import Protocol
+    from collections.abc import Mapping
+    from typing import Any, Protocol
+
+    # Typing-only names (annotations are strings: `from __future__ import annotations`).
+    JSONObject = dict[str, Any]  # a decoded JSON object: a host frame's header, a request body
+    LogLine = list[int | str]  # [epoch_ms, text]: one item of a frame's `logs` (see protocol)
 
     class AgentLike(Protocol):
         """What a streamed response needs of the agent (`main.Agent`)."""
 
         current: str | None
-        output: object
 
-        def send(self, header: dict, body: bytes = b"") -> None: ...
+        def take_logs(self) -> list[LogLine]: ...
+        def send(self, header: Mapping[str, object], body: bytes = b"") -> None: ...

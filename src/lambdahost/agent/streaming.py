@@ -78,9 +78,9 @@ class ResponseStream:
                 except (binascii.Error, ValueError):
                     body = b""
                 body = body or error_body(error_type, "")
-        header: dict = {"t": "result", "id": self.request_id, "ok": not error_type}
+        header: dict[str, object] = {"t": "result", "id": self.request_id, "ok": not error_type}
         header["streamed"] = True
-        header["logs"] = self.agent.output.take() if self.agent.output else []
+        header["logs"] = self.agent.take_logs()
         if error_type:
             header["error_type"] = error_type
         self.agent.send(header, body)

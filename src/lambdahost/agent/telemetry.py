@@ -15,7 +15,11 @@ import time
 from urllib.parse import urlsplit
 
 from .http11 import Connection, Request
-from .shared import JSON_TYPE, error_body
+from .shared import JSON_TYPE, TYPE_CHECKING, error_body
+
+if TYPE_CHECKING:
+    from .extensions import Extensions
+    from .shared import JSONObject
 
 TELEMETRY_SCHEMAS = ("2022-07-01", "2022-12-13", "2025-01-29")
 TYPES = ("platform", "function", "extension")
@@ -184,7 +188,9 @@ def logs_api_records(kind: str, record: object) -> list[tuple[str, object]]:
     return []
 
 
-def handle_subscribe(extensions, connection: Connection, request: Request, path: str) -> None:  # noqa: ANN001
+def handle_subscribe(
+    extensions: Extensions, connection: Connection, request: Request, path: str
+) -> None:
     """PUT /2022-07-01/telemetry or /2020-08-15/logs from a registered extension."""
     logs_api = path.startswith("/2020-08-15/logs")
     if path.rstrip("/") not in ("/2022-07-01/telemetry", "/2020-08-15/logs"):
@@ -222,7 +228,7 @@ def handle_subscribe(extensions, connection: Connection, request: Request, path:
     )
 
 
-def parse(body: dict, logs_api: bool) -> tuple[set[str], dict[str, int], str]:
+def parse(body: JSONObject, logs_api: bool) -> tuple[set[str], dict[str, int], str]:
     if not logs_api and body.get("schemaVersion") not in TELEMETRY_SCHEMAS:
         raise ValueError(f"schemaVersion must be one of {', '.join(TELEMETRY_SCHEMAS)}")
     types = body["types"]

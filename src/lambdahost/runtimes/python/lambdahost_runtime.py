@@ -13,7 +13,27 @@ import os
 import socket
 import sys
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # no `typing` import at run time: ~2.5 ms of every cold start
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from importlib.abc import Loader
+    from importlib.machinery import ModuleSpec
+    from logging import LogRecord
+    from types import ModuleType
+    from typing import Any, TypedDict
+
+    # A handler takes the event (any JSON value) and the context; what it returns is
+    # marshalled as JSON (`to_json`).
+    HandlerFunction = Callable[[Any, "LambdaContext"], object]
+
+    class ErrorDocument(TypedDict):
+        errorMessage: str
+        errorType: str
+        requestId: str
+        stackTrace: list[str]
+else:
+    Loader = object  # the import system duck-types loaders; importlib.abc costs ~20 ms
 
 API_PREFIX = "/2018-06-01/runtime"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
@@ -135,7 +155,7 @@ class RuntimeClient:
         self.request("POST", path, body, headers)
 
 
-def error_document(error: BaseException | FaultError, request_id: str = "") -> dict[str, Any]:
+def error_document(error: BaseException | FaultError, request_id: str = "") -> ErrorDocument:
     if isinstance(error, FaultError):
         message, error_type, trace = error.message, error.error_type, error.trace
     else:
@@ -155,7 +175,7 @@ def error_document(error: BaseException | FaultError, request_id: str = "") -> d
     }
 
 
-def log_error(document: dict[str, Any]) -> None:
+def log_error(document: ErrorDocument) -> None:
     """One log event as AWS prints it: lines joined by carriage returns."""
     line = "[ERROR]"
     if document["errorType"]:
@@ -170,7 +190,7 @@ def log_error(document: dict[str, Any]) -> None:
     sys.stdout.write("\r".join(lines) + "\n")
 
 
-def load_handler(handler: str) -> Any:
+def load_handler(handler: str) -> HandlerFunction:
     try:
         module_name, function_name = handler.rsplit(".", 1)
     except ValueError as error:
@@ -196,20 +216,22 @@ def load_handler(handler: str) -> Any:
             trace,
         ) from None
     try:
-        return getattr(module, function_name)
+        # Not checked for being callable: calling it fails at invoke time, as in AWS.
+        function: HandlerFunction = getattr(module, function_name)
     except AttributeError:
         message = f"Handler '{function_name}' missing on module '{module_name}'"
         raise FaultError("Runtime.HandlerNotFound", message) from None
+    return function
 
 
-def to_json(value: Any) -> bytes:
+def to_json(value: object) -> bytes:
     try:
         return json.dumps(value, default=_encode_extra).encode()
     except (TypeError, ValueError) as error:
         raise FaultError("Runtime.MarshalError", f"Unable to marshal response: {error}") from None
 
 
-def _encode_extra(value: Any) -> Any:
+def _encode_extra(value: object) -> int | float:
     import decimal  # rare: only when a handler returns a Decimal (e.g. from DynamoDB)
 
     if isinstance(value, decimal.Decimal):
@@ -226,35 +248,40 @@ class LoggingHook:
 
     request_id = ""
 
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
         if name != "logging":
             return None
         sys.meta_path.remove(self)
         import importlib.machinery
         import logging
 
-        self.configure(logging)
+        self.configure()
         # Out of sys.modules again, or the pending import would find it there and then
         # execute the module a second time from its real spec.
         del sys.modules["logging"]
         real = logging.__spec__
 
-        class Existing:  # hands the configured module to the pending import
-            def create_module(self, spec: Any) -> Any:
+        class Existing(Loader):  # hands the configured module to the pending import
+            def create_module(self, spec: ModuleSpec) -> ModuleType:
                 return logging
 
-            def exec_module(self, module: Any) -> None:
+            def exec_module(self, module: ModuleType) -> None:
                 module.__spec__ = real
 
         spec = importlib.machinery.ModuleSpec("logging", Existing(), origin=real.origin)
         spec.submodule_search_locations = real.submodule_search_locations
         return spec
 
-    def configure(self, logging: Any) -> None:
+    def configure(self) -> None:
+        """Set up the root logger (`find_spec` just imported `logging`)."""
+        import logging
+
         hook = self
 
         class Handler(logging.Handler):
-            def emit(self, record: Any) -> None:
+            def emit(self, record: LogRecord) -> None:
                 record.aws_request_id = hook.request_id
                 sys.stdout.write(self.format(record))
 
@@ -283,7 +310,9 @@ def setup_path(task_root: str) -> None:
         site.addsitedir(site_packages)
 
 
-def invoke(client: RuntimeClient, handler: Any, body: bytes, headers: dict[str, str]) -> None:
+def invoke(
+    client: RuntimeClient, handler: HandlerFunction, body: bytes, headers: dict[str, str]
+) -> None:
     request_id = headers["lambda-runtime-aws-request-id"]
     LOGGING.request_id = request_id
     os.environ["_X_AMZN_TRACE_ID"] = headers.get("lambda-runtime-trace-id") or ""
