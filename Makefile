@@ -8,7 +8,7 @@ PORT ?= 9000
 STAMP := $(VENV)/.installed
 # What `make lint` type-checks: strict where pyproject.toml's [tool.mypy] overrides say so.
 # Grows to the whole package (a bare `mypy`) as the rest of it passes.
-MYPY_PACKAGES := src/lambdahost/sandbox src/lambdahost/api src/lambdahost/agent src/lambdahost/runtimes
+MYPY_PACKAGES := src/lambdahost
 
 .PHONY: install run test test-unit test-cgroup2 lint bench clean
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from lambdahost.config import Settings
 from lambdahost.control.lambda_.event_configs import EventConfigService
 from lambdahost.control.lambda_.functions import FunctionService
+from lambdahost.control.lambda_.values import AsyncPolicy
 from lambdahost.errors import ResourceConflict, ResourceNotFound, ServiceError, TooManyRequests
 from lambdahost.invoke.destinations import Destinations, record
 from lambdahost.invoke.logbook import FunctionLogs
@@ -108,12 +108,12 @@ class Dispatcher:
             )
 
     async def _attempt(self, event: QueuedEvent) -> None:
-        config = await asyncio.to_thread(
+        policy = await asyncio.to_thread(
             self.configs.effective, event.function_name, event.qualifier
         )
-        max_age_ms = self._scaled(config["MaximumEventAgeInSeconds"])
+        max_age_ms = self._scaled(policy.maximum_event_age_s)
         if now_ms() - event.enqueued_ms > max_age_ms:
-            await self._final(event, config, "EventAgeExceeded", None, None, event.attempts)
+            await self._final(event, policy, "EventAgeExceeded", None, None, event.attempts)
             return
         try:
             version, invoked_arn = await asyncio.to_thread(
@@ -126,7 +126,7 @@ class Dispatcher:
                 invoked_arn=invoked_arn,
                 trace_id=trace_id(),
             )
-            if version.config.get("State") != "Active":
+            if version.configuration.state != "Active":
                 raise ResourceConflict("not active yet")
             result = await self.invoker.run(spec, request)
         except (TooManyRequests, ResourceConflict):
@@ -150,9 +150,9 @@ class Dispatcher:
             return
         attempts = event.attempts + 1
         if result.function_error is None:
-            await self._final(event, config, "Success", result, spec.version, attempts)
-        elif attempts > config["MaximumRetryAttempts"]:
-            await self._final(event, config, "RetriesExhausted", result, spec.version, attempts)
+            await self._final(event, policy, "Success", result, spec.version, attempts)
+        elif attempts > policy.maximum_retry_attempts:
+            await self._final(event, policy, "RetriesExhausted", result, spec.version, attempts)
         else:
             delay = RETRY_DELAYS_S[min(attempts - 1, len(RETRY_DELAYS_S) - 1)]
             await asyncio.to_thread(
@@ -162,14 +162,13 @@ class Dispatcher:
     async def _final(
         self,
         event: QueuedEvent,
-        config: dict[str, Any],
+        policy: AsyncPolicy,
         condition: str,
         result: InvokeResult | None,
         executed_version: str | None,
         attempts: int,
     ) -> None:
-        key = "OnSuccess" if condition == "Success" else "OnFailure"
-        target = (config["DestinationConfig"].get(key) or {}).get("Destination")
+        target = policy.on_success if condition == "Success" else policy.on_failure
         function_arn = self.functions.arn(
             event.function_name, executed_version or event.qualifier or "$LATEST"
         )
@@ -197,7 +196,7 @@ class Dispatcher:
             version = await asyncio.to_thread(self.functions.get, event.function_name)
         except ResourceNotFound:
             return
-        target = (version.config.get("DeadLetterConfig") or {}).get("TargetArn")
+        target = version.configuration.dead_letter_arn
         if target:
             attributes = {"RequestID": event.request_id, "ErrorCode": "200"}
             if result is not None:

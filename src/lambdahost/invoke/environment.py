@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import lambdahost
 from lambdahost.agent.boot import encode_candidates
@@ -71,7 +72,7 @@ class Message:
     `dropped`: body bytes the host refused to buffer (over `agent_limits.MAX_BODY`)."""
 
     kind: str
-    header: dict = field(default_factory=dict)
+    header: dict[str, Any] = field(default_factory=dict)
     body: bytes = b""
     dropped: int = 0
     size: int = 0  # what it costs held in the inbox: wire bytes plus FRAME_OVERHEAD
@@ -129,7 +130,8 @@ class AgentLink(asyncio.Protocol):
         self.held = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # a stream socket's
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.frames.feed(data)
@@ -170,7 +172,7 @@ class AgentLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_message(Message("lost"))
 
-    def send(self, header: dict, body: bytes = b"") -> None:
+    def send(self, header: dict[str, Any], body: bytes = b"") -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(encode(header, body))
 
@@ -347,7 +349,7 @@ class Environment:
             return []
         return message.logs
 
-    def send_report(self, record: dict) -> None:
+    def send_report(self, record: dict[str, Any]) -> None:
         """An invoke's REPORT for the agent's telemetry subscribers (`platform.report`)."""
         if self.link is not None:
             self.link.send({"t": "report", "record": record})

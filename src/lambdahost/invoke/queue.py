@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
 
-from lambdahost.store.db import Database
+from lambdahost.store.db import Database, rows_affected
 from lambdahost.store.tables import AsyncEventRow
 
 
@@ -107,7 +107,7 @@ class EventQueue:
                 .where(AsyncEventRow.lease_until_ms > 0)
                 .values(lease_until_ms=0)
             )
-            return result.rowcount or 0
+            return rows_affected(result)
 
     def claim(self, limit: int, lease_ms: int) -> list[QueuedEvent]:
         """Take up to `limit` due events for this worker."""
@@ -122,12 +122,14 @@ class EventQueue:
             ).all()
             for row in candidates:
                 # A conditional update is the claim: another worker may have won the race.
-                won = s.execute(
-                    update(AsyncEventRow)
-                    .where(AsyncEventRow.id == row.id, AsyncEventRow.lease_until_ms < now)
-                    .values(lease_until_ms=now + lease_ms, lease_owner=self.worker)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                won = rows_affected(
+                    s.execute(
+                        update(AsyncEventRow)
+                        .where(AsyncEventRow.id == row.id, AsyncEventRow.lease_until_ms < now)
+                        .values(lease_until_ms=now + lease_ms, lease_owner=self.worker)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
                 if won:
                     claimed.append(
                         QueuedEvent(

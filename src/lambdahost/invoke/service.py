@@ -18,7 +18,8 @@ from typing import Any
 from lambdahost.config import Settings
 from lambdahost.control import jsontext
 from lambdahost.control.lambda_.aliases import AliasService, pick_version
-from lambdahost.control.lambda_.functions import FunctionService, FunctionVersion
+from lambdahost.control.lambda_.functions import FunctionService
+from lambdahost.control.lambda_.values import FunctionConfiguration, FunctionVersion
 from lambdahost.errors import (
     InvalidParameterValue,
     InvalidRequestContent,
@@ -94,7 +95,7 @@ class Invoker:
         if invocation_type == "DryRun":
             return InvokeOutcome(204, request_id)
         if invocation_type == "Event":
-            name = version.config["FunctionName"]
+            name = version.configuration.name
             qualifier = qualifier or self.functions.ref(function_name).qualifier
             await asyncio.to_thread(self.queue.enqueue, name, qualifier, payload, request_id)
             return InvokeOutcome(202, request_id)
@@ -130,7 +131,7 @@ class Invoker:
         if resolved is None:
             resolved = await asyncio.to_thread(self.resolve, function_name, qualifier)
         version, invoked_arn = resolved
-        _check_invocable(version.config)
+        _check_invocable(version.configuration)
         request = InvokeRequest(
             request_id=str(uuid.uuid4()),
             payload=payload,
@@ -199,7 +200,9 @@ class Invoker:
     def resolve(self, function_name: str, qualifier: str | None) -> tuple[FunctionVersion, str]:
         """The version to run and the ARN the caller invoked (alias routing applied).
         Reads the store only on a cache miss; see `resolve_cached`."""
-        return self._resolve(function_name, qualifier, load=True)  # type: ignore[return-value]
+        resolved = self._resolve(function_name, qualifier, load=True)
+        assert resolved is not None  # loading either finds it or raises
+        return resolved
 
     def resolve_cached(
         self, function_name: str, qualifier: str | None
@@ -249,19 +252,19 @@ class Invoker:
         return result
 
     def spec_for(self, version: FunctionVersion) -> FunctionSpec:
-        c = version.config
+        c = version.configuration
         return FunctionSpec(
-            name=c["FunctionName"],
-            arn=c["FunctionArn"],
-            version=c["Version"],
-            revision_id=c["RevisionId"],
-            runtime=c["Runtime"],
-            handler=c["Handler"],
+            name=c.name,
+            arn=c.arn,
+            version=c.version,
+            revision_id=c.revision_id,
+            runtime=c.runtime,
+            handler=c.handler,
             code_dir=version.code_dir,
-            memory_mb=int(c["MemorySize"]),
-            timeout_s=int(c["Timeout"]),
-            ephemeral_mb=int(c.get("EphemeralStorage", {}).get("Size", 512)),
-            environment=dict(c.get("Environment", {}).get("Variables") or {}),
+            memory_mb=c.memory_mb,
+            timeout_s=c.timeout_s,
+            ephemeral_mb=c.ephemeral_mb,
+            environment=dict(c.environment),
             layer_dirs=self._opt(version.layer_dirs),
             region=self.settings.region,
             account_id=self.settings.account_id,
@@ -322,8 +325,8 @@ def _decode_client_context(value: str | None) -> str | None:
     return text
 
 
-def _check_invocable(config: dict[str, Any]) -> None:
-    state = config.get("State")
+def _check_invocable(config: FunctionConfiguration) -> None:
+    state = config.state
     if state != "Active":
         raise ResourceConflict(
             "The operation cannot be performed at this time. The function is currently in the "

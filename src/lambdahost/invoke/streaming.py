@@ -27,10 +27,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from lambdahost.agent.main import MAX_RESPONSE_BYTES
+from lambdahost.agent.streaming import MAX_STREAMED_BYTES
 from lambdahost.invoke.agent_limits import (
     BUFFERED_SIZE_ERROR,
-    MAX_RESPONSE_BYTES,
-    MAX_STREAMED_BYTES,
     SIZE_ERROR,
     STREAMED_SIZE_ERROR,
 )
@@ -100,7 +100,13 @@ def _too_large(chunk: Message) -> Message:
     from lambdahost.invoke.environment import Message
 
     request_id = chunk.header.get("id") or ""
-    header = {"t": "result", "id": request_id, "ok": False, "streamed": True, "logs": []}
+    header: dict[str, object] = {
+        "t": "result",
+        "id": request_id,
+        "ok": False,
+        "streamed": True,
+        "logs": [],
+    }
     header["error_type"] = SIZE_ERROR
     return Message("result", header, STREAMED_SIZE_ERROR)
 

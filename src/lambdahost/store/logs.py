@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from sqlalchemy import case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from lambdahost.store.db import Database
-from lambdahost.store.tables import LogEventRow, LogGroupRow, LogStreamRow
+from lambdahost.store.db import Database, rows_affected
+from lambdahost.store.tables import Base, LogEventRow, LogGroupRow, LogStreamRow
 
 log = logging.getLogger("lambdahost.logs")
 Batch = tuple[str, str, list[tuple[int, str]]]  # group, stream, [(timestamp ms, message)]
@@ -133,13 +133,13 @@ class LogStore:
                 )
             ).all()
             for name, days in groups:
-                cutoff = now - int(days) * DAY_MS
+                cutoff = now - int(days or 0) * DAY_MS
                 result = s.execute(
                     delete(LogEventRow).where(
                         LogEventRow.group_name == name, LogEventRow.timestamp_ms < cutoff
                     )
                 )
-                deleted += result.rowcount or 0  # type: ignore[attr-defined]
+                deleted += rows_affected(result)
                 # Streams whose every event has expired go too, as they do in CloudWatch.
                 s.execute(
                     delete(LogStreamRow).where(
@@ -155,7 +155,7 @@ class LogStore:
         merged: dict[tuple[str, str], list[tuple[int, str]]] = {}
         for group, stream, lines in batches:
             merged.setdefault((group, stream), []).extend(lines)
-        streams = LogStreamRow.__table__
+        streams = Base.metadata.tables[LogStreamRow.__tablename__]
         with self.db.session() as s:
             for (group, stream), lines in merged.items():
                 first = min(t for t, _ in lines)
@@ -189,7 +189,7 @@ class LogStore:
                         last_ingestion_ms=now,
                     )
                 )
-                if s.execute(widened).rowcount:
+                if rows_affected(s.execute(widened)):
                     continue
                 # One writer thread: get-or-create needs no upsert, and stays portable.
                 if s.get(LogGroupRow, group) is None:
@@ -206,7 +206,9 @@ class LogStore:
                 )
             s.flush()
             s.execute(
-                insert(LogEventRow.__table__),  # Core executemany: no ORM bookkeeping
+                insert(
+                    Base.metadata.tables[LogEventRow.__tablename__]
+                ),  # Core executemany: no ORM bookkeeping
                 [
                     {
                         "group_name": group,

@@ -59,9 +59,7 @@ class FunctionHandlers:
         }
         if fv.tags:
             output["Tags"] = fv.tags
-        concurrency = await run_in_threadpool(
-            self.concurrency.get_reserved, fv.config["FunctionName"]
-        )
+        concurrency = await run_in_threadpool(self.concurrency.get_reserved, fv.configuration.name)
         if concurrency:
             output["Concurrency"] = concurrency
         return output

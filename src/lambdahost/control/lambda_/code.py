@@ -15,11 +15,12 @@ from typing import Any
 
 from lambdahost.control.lambda_ import rules
 from lambdahost.control.lambda_.archive import ArchiveError, unpack_zip
+from lambdahost.control.lambda_.values import ResolvedLayer
 from lambdahost.errors import InvalidParameterValue
 from lambdahost.store.blobs import BlobStore
 
 # Checks layer version ARNs: [(arn, sha256 hex, zipped size, unzipped size)].
-LayerResolver = Callable[[list[str]], list[tuple[str, str, int, int]]]
+LayerResolver = Callable[[list[str]], list[ResolvedLayer]]
 
 
 class CodeStore:
@@ -64,14 +65,14 @@ class CodeStore:
             config.pop("Layers", None)
             return []
         resolved = self.layers(list(arns))
-        total = tree_size(self.directory(digest)) + sum(r[3] for r in resolved)
+        total = tree_size(self.directory(digest)) + sum(r.unzipped_bytes for r in resolved)
         if total > rules.UNZIPPED_MAX:
             raise InvalidParameterValue(
                 "Function code combined with layers exceeds the maximum allowed size of "
                 f"{rules.UNZIPPED_MAX} bytes. The actual size is {total} bytes."
             )
-        config["Layers"] = [{"Arn": arn, "CodeSize": size} for arn, _, size, _ in resolved]
-        return [d for _, d, _, _ in resolved]
+        config["Layers"] = [{"Arn": r.arn, "CodeSize": r.code_size} for r in resolved]
+        return [r.code_sha256 for r in resolved]
 
     def _unpack(self, data: bytes, digest: str) -> None:
         dest = self.directory(digest)

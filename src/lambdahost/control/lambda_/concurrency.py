@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from lambdahost.control.clock import last_modified
 from lambdahost.control.lambda_.functions import LATEST, FunctionService
+from lambdahost.control.lambda_.values import ProvisionedConfig
 from lambdahost.errors import InvalidParameterValue, ResourceNotFound
 from lambdahost.store.tables import FunctionRow, ProvisionedConfigRow
 
@@ -75,7 +76,7 @@ class ConcurrencyService:
                     FunctionRow.reserved_concurrency.is_not(None)
                 )
             ).all()
-        return {name: int(value) for name, value in rows}
+        return {name: int(value or 0) for name, value in rows}
 
     def unreserved(self) -> int:
         return self.account_limit - sum(self.reserved_by_function().values())
@@ -110,13 +111,13 @@ class ConcurrencyService:
                 row.requested, row.last_modified = requested, stamp
         return stamp
 
-    def get_provisioned(self, identifier: str, qualifier: str) -> ProvisionedConfigRow:
+    def get_provisioned(self, identifier: str, qualifier: str) -> ProvisionedConfig:
         name = self._check_qualifier(identifier, qualifier)
         with self.db.session() as s:
             row = s.get(ProvisionedConfigRow, (name, qualifier))
             if row is None:
                 raise ResourceNotFound("No Provisioned Concurrency Config found for this function")
-            return row
+            return _provisioned(row)
 
     def delete_provisioned(self, identifier: str, qualifier: str) -> None:
         name = self._check_qualifier(identifier, qualifier)
@@ -126,7 +127,7 @@ class ConcurrencyService:
                 raise ResourceNotFound("No Provisioned Concurrency Config found for this function")
             s.delete(row)
 
-    def list_provisioned(self, identifier: str | None = None) -> list[ProvisionedConfigRow]:
+    def list_provisioned(self, identifier: str | None = None) -> list[ProvisionedConfig]:
         with self.db.session() as s:
             query = select(ProvisionedConfigRow)
             if identifier is not None:
@@ -134,7 +135,8 @@ class ConcurrencyService:
                 if s.get(FunctionRow, name) is None:
                     raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
                 query = query.where(ProvisionedConfigRow.function_name == name)
-            return list(s.scalars(query.order_by(ProvisionedConfigRow.qualifier)))
+            rows = s.scalars(query.order_by(ProvisionedConfigRow.qualifier))
+            return [_provisioned(row) for row in rows]
 
     def _check_qualifier(self, identifier: str, qualifier: str) -> str:
         name = self.functions.ref(identifier).name
@@ -146,3 +148,7 @@ class ConcurrencyService:
         with self.db.session() as s:
             self.functions.require(s, name, qualifier)
         return name
+
+
+def _provisioned(row: ProvisionedConfigRow) -> ProvisionedConfig:
+    return ProvisionedConfig(row.function_name, row.qualifier, row.requested, row.last_modified)

@@ -12,11 +12,9 @@ from lambdahost.config import Settings
 from lambdahost.control.lambda_.functions import LATEST, FunctionService
 from lambdahost.control.lambda_.paging import page
 from lambdahost.control.lambda_.targets import check_target
+from lambdahost.control.lambda_.values import AsyncPolicy
 from lambdahost.errors import ResourceNotFound
 from lambdahost.store.tables import EventInvokeConfigRow, FunctionRow
-
-DEFAULT_RETRIES = 2
-DEFAULT_MAX_AGE_S = 21_600
 
 
 class EventConfigService:
@@ -73,16 +71,11 @@ class EventConfigService:
             ]
         return page(rows, "FunctionEventInvokeConfigs", marker, max_items)
 
-    def effective(self, name: str, qualifier: str | None) -> dict[str, Any]:
-        """The settings an async invoke of `name:qualifier` runs with (defaults filled in)."""
+    def effective(self, name: str, qualifier: str | None) -> AsyncPolicy:
+        """The policy an async invoke of `name:qualifier` runs with (defaults filled in)."""
         with self.db.session() as s:
             row = s.get(EventInvokeConfigRow, (name, qualifier or LATEST))
-            config = dict(row.config) if row else {}
-        return {
-            "MaximumRetryAttempts": config.get("MaximumRetryAttempts", DEFAULT_RETRIES),
-            "MaximumEventAgeInSeconds": config.get("MaximumEventAgeInSeconds", DEFAULT_MAX_AGE_S),
-            "DestinationConfig": config.get("DestinationConfig") or {},
-        }
+            return AsyncPolicy.parse(row.config if row else {})
 
     def check_destinations(self, destinations: dict[str, Any]) -> None:
         for key in ("OnSuccess", "OnFailure"):

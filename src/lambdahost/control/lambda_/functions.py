@@ -8,9 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -29,6 +27,7 @@ from lambdahost.control.lambda_.states import (
     updating,
 )
 from lambdahost.control.lambda_.targets import check_target
+from lambdahost.control.lambda_.values import FunctionConfiguration, FunctionVersion
 from lambdahost.errors import (
     InvalidParameterValue,
     PreconditionFailed,
@@ -67,17 +66,6 @@ SETTABLE = (
     "LoggingConfig",
     "ImageConfig",
 )
-
-
-@dataclass(frozen=True)
-class FunctionVersion:
-    """A version as the rest of the platform sees it."""
-
-    config: dict[str, Any]
-    code_sha256: str  # hex
-    code_dir: Path
-    tags: dict[str, str]
-    layer_dirs: tuple[Path, ...] = ()  # unpacked layers in the order they stack under /opt
 
 
 class FunctionService:
@@ -182,6 +170,7 @@ class FunctionService:
                 raise ResourceNotFound(f"Function not found: {self.arn(ref.name, shown)}")
             return FunctionVersion(
                 dict(row.config),
+                FunctionConfiguration.parse(row.config),
                 row.code_sha256,
                 self.code.directory(row.code_sha256),
                 dict(fn.tags),
@@ -329,7 +318,7 @@ class FunctionService:
             fn = self._tagged(s, resource)
             fn.tags = {**fn.tags, **tags}
 
-    def untag(self, resource: str, keys: list[str]) -> None:
+    def untag(self, resource: str, keys: Sequence[str]) -> None:
         with self.db.session() as s:
             fn = self._tagged(s, resource)
             fn.tags = {k: v for k, v in fn.tags.items() if k not in keys}

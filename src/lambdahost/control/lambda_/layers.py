@@ -5,6 +5,7 @@ A deleted layer version stays stored for the functions that already use it, as i
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import re
@@ -21,6 +22,7 @@ from lambdahost.control.lambda_.archive import ArchiveError, UnpackedArchive, un
 from lambdahost.control.lambda_.code import tree_size
 from lambdahost.control.lambda_.functions import check_revision
 from lambdahost.control.lambda_.paging import page
+from lambdahost.control.lambda_.values import ResolvedLayer
 from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
 from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
@@ -200,8 +202,8 @@ class LayerService:
             if row is not None:
                 row.deleted = True
 
-    def resolve_for_function(self, arns: list[str]) -> list[tuple[str, str, int, int]]:
-        """Check the layer versions a function references: (arn, sha256 hex, zip size, unzipped)."""
+    def resolve_for_function(self, arns: list[str]) -> list[ResolvedLayer]:
+        """Check the layer versions a function references."""
         resolved = []
         for arn in arns:
             m = _LAYER_ARN.match(arn)
@@ -215,9 +217,8 @@ class LayerService:
                 )
                 if row is None or row.deleted or not local:
                     raise InvalidParameterValue(f"Layer version {arn} does not exist.")
-                resolved.append(
-                    (arn, row.code_sha256, int(row.info["Content"]["CodeSize"]), row.unzipped_bytes)
-                )
+                size = int(row.info["Content"]["CodeSize"])
+                resolved.append(ResolvedLayer(arn, row.code_sha256, size, row.unzipped_bytes))
         return resolved
 
     # -- permissions ----------------------------------------------------------------------
@@ -284,7 +285,7 @@ class LayerService:
         return row
 
     def _render(self, row: LayerVersionRow) -> dict[str, Any]:
-        return json.loads(json.dumps(row.info))
+        return copy.deepcopy(dict(row.info))  # the caller may add to it
 
 
 def _compatible(info: dict[str, Any], runtime: str | None, architecture: str | None) -> bool:

@@ -79,7 +79,7 @@ class LogService:
                 name = identifier
         if not name:
             raise InvalidParameter("Either logGroupName or logGroupIdentifier must be specified.")
-        return name
+        return str(name)
 
     # groups
 
