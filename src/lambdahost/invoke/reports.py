@@ -7,7 +7,6 @@ back the caller's payload and the lines; it writes no text itself."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from typing import Any
 
 from lambdahost.invoke.environment import Message
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, LogLine
-from lambdahost.runtimes import runtime_version
+from lambdahost.runtimes import runtime_version, runtime_version_arn
 
 
 def now_ms() -> int:
@@ -45,8 +44,7 @@ def log_stream_name(spec: FunctionSpec, env_id: str) -> str:
 
 def init_start_line(spec: FunctionSpec) -> str:
     version = runtime_version(spec.runtime)
-    digest = hashlib.sha256(version.encode()).hexdigest()
-    arn = f"arn:aws:lambda:{spec.region}::runtime:{digest}"
+    arn = runtime_version_arn(spec.runtime, spec.region)
     return f"INIT_START Runtime Version: {version}\tRuntime Version ARN: {arn}\n"
 
 

@@ -9,6 +9,7 @@ the host. `RUNTIMES` is the one registry of runtimes: `control/` validates again
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -48,6 +49,9 @@ class Runtime:
     # starts as a fork of the agent (the zygote). Only for runtimes on PYTHON whose
     # bootstrap is `PYTHON -u -S <script>`, the form `agent.forkserver` stands in for.
     preload: tuple[str, ...] = ()
+    # May also run older identifiers of its language that nothing nearer serves here
+    # (`runtimes.policy`: served by the nearest newer interpreter, and said so).
+    serves_older: bool = False
 
     @property
     def managed(self) -> bool:
@@ -154,6 +158,13 @@ def python_runtime_dirs() -> list[str]:
 def runtime_version(runtime: str) -> str:
     """The `Runtime Version:` of the INIT_START log line."""
     return RUNTIMES[runtime].version
+
+
+def runtime_version_arn(runtime: str, region: str) -> str:
+    """The one runtime version ARN of a served runtime: INIT_START's `Runtime Version ARN:`
+    and every function configuration's `RuntimeVersionConfig.RuntimeVersionArn`."""
+    digest = hashlib.sha256(runtime_version(runtime).encode()).hexdigest()
+    return f"arn:aws:lambda:{region}::runtime:{digest}"
 
 
 class FunctionFacts(Protocol):

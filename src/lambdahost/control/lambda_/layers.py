@@ -79,12 +79,8 @@ class LayerService:
         if not data:
             raise InvalidParameterValue("Please provide a source for the layer content: ZipFile.")
         rules.check_zip_size(len(data))
-        for runtime in params.get("CompatibleRuntimes") or []:
-            if runtime not in rules.SUPPORTED_RUNTIMES:
-                raise InvalidParameterValue(
-                    f"The runtime parameter of {runtime} is not supported by lambdahost. "
-                    f"Supported runtimes: {', '.join(rules.SUPPORTED_RUNTIMES)}."
-                )
+        # CompatibleRuntimes takes any identifier of the model's Runtime enum (validated
+        # from botocore's model), as on AWS: a layer may be meant for runtimes served elsewhere.
         digest = hashlib.sha256(data).hexdigest()
         unpacked = self._unpack(data, digest)
         self.blobs.put(data, digest)

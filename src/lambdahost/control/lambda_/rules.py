@@ -7,6 +7,7 @@ from typing import Any
 
 from lambdahost.errors import InvalidParameterValue, LambdaError
 from lambdahost.runtimes import RESERVED, SUPPORTED
+from lambdahost.runtimes.policy import decide
 
 SUPPORTED_RUNTIMES = SUPPORTED  # the runtime registry (`runtimes.RUNTIMES`) decides
 MEMORY_MIN, MEMORY_MAX = 128, 10_240
@@ -29,12 +30,6 @@ class EntityTooLarge(LambdaError):
 
 def check_configuration(params: dict[str, Any]) -> None:
     """Validate the configuration members present in a create or update request."""
-    runtime = params.get("Runtime")
-    if runtime is not None and runtime not in SUPPORTED_RUNTIMES:
-        raise InvalidParameterValue(
-            f"The runtime parameter of {runtime} is not supported by lambdahost. "
-            f"Supported runtimes: {', '.join(SUPPORTED_RUNTIMES)}."
-        )
     _range("MemorySize", params.get("MemorySize"), MEMORY_MIN, MEMORY_MAX, "MB")
     _range("Timeout", params.get("Timeout"), TIMEOUT_MIN, TIMEOUT_MAX, "seconds")
     storage = params.get("EphemeralStorage")
@@ -46,6 +41,8 @@ def check_configuration(params: dict[str, Any]) -> None:
     layers = params.get("Layers")
     if layers is not None and len(layers) > MAX_LAYERS:
         raise InvalidParameterValue(f"Cannot reference more than {MAX_LAYERS} layers.")
+    # AWS's own checks come first; the runtime last (`runtimes.policy` decides).
+    check_runtime(params.get("Runtime"))
     if params.get("PackageType") == "Image":
         raise InvalidParameterValue(
             "PackageType Image is not supported by lambdahost yet; use PackageType Zip."
@@ -54,6 +51,16 @@ def check_configuration(params: dict[str, Any]) -> None:
         raise InvalidParameterValue("VpcConfig is not supported by lambdahost yet.")
     if params.get("FileSystemConfigs"):
         raise InvalidParameterValue("FileSystemConfigs are not supported by lambdahost yet.")
+
+
+def check_runtime(runtime: str | None) -> None:
+    """Refuse a runtime this server neither serves nor stands in for, with AWS's message for
+    the runtimes AWS blocks on create and ours (naming what is served) for the rest."""
+    if runtime is None:
+        return
+    decision = decide(runtime)
+    if decision.refusal is not None:
+        raise InvalidParameterValue(decision.refusal)
 
 
 def check_environment(variables: dict[str, str]) -> None:
