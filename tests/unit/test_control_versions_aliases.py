@@ -78,7 +78,7 @@ def test_alias_points_at_a_version(services: Lambda) -> None:
         services.aliases.create({"FunctionName": "al", "Name": "live", "FunctionVersion": "1"})
     with pytest.raises(ResourceNotFound, match=f"{ARN}al:9"):
         services.aliases.create({"FunctionName": "al", "Name": "next", "FunctionVersion": "9"})
-    with pytest.raises(ResourceNotFound, match="Alias not found"):
+    with pytest.raises(ResourceNotFound, match="Cannot find alias arn"):
         services.aliases.get("al", "nope")
 
 

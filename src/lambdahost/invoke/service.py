@@ -26,6 +26,7 @@ from lambdahost.errors import (
     LambdaError,
     RequestTooLarge,
     ResourceConflict,
+    ResourceNotFound,
     ServiceError,
 )
 from lambdahost.invoke.capacity import host_throttled
@@ -37,6 +38,7 @@ from lambdahost.invoke.model import FunctionSpec, InvokeRequest, InvokeResult
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.queue import EventQueue
 from lambdahost.invoke.streaming import ResponseStream
+from lambdahost.runtimes.policy import served_by
 from lambdahost.sandbox.api import SandboxBusyError, SandboxError
 
 log = logging.getLogger("lambdahost.invoke")
@@ -217,13 +219,19 @@ class Invoker:
         qualifier = ref.qualified(qualifier)
         invoked_arn = self.functions.arn(ref.name, qualifier)
         number = qualifier
-        if qualifier is not None and qualifier != "$LATEST" and not qualifier.isdigit():
-            routing = self._cached(("alias", ref.name, qualifier), load, self.aliases.routing)
-            if routing is None:
-                return None
-            primary, weights, invoked_arn = routing
-            number = pick_version(primary, weights)
-        version = self._cached(("version", ref.name, number), load, self.functions.get)
+        try:
+            if qualifier is not None and qualifier != "$LATEST" and not qualifier.isdigit():
+                routing = self._cached(("alias", ref.name, qualifier), load, self.aliases.routing)
+                if routing is None:
+                    return None
+                primary, weights, invoked_arn = routing
+                number = pick_version(primary, weights)
+            version = self._cached(("version", ref.name, number), load, self.functions.get)
+        except ResourceNotFound:
+            # Invoke names the qualified ARN: `:$LATEST`, `:1` or `:<alias>`
+            # (https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html#API_Invoke_Errors).
+            asked = self.functions.arn(ref.name, qualifier or "$LATEST")
+            raise ResourceNotFound(f"Function not found: {asked}") from None
         return None if version is None else (version, invoked_arn)
 
     def _cached(self, key: tuple[str, str, str | None], load: bool, fetch: Any) -> Any:
@@ -258,7 +266,7 @@ class Invoker:
             arn=c.arn,
             version=c.version,
             revision_id=c.revision_id,
-            runtime=c.runtime,
+            runtime=served_by(c.runtime),  # the runtime that runs it (`runtimes.policy`)
             handler=c.handler,
             code_dir=version.code_dir,
             memory_mb=c.memory_mb,

@@ -184,15 +184,36 @@ def serialize_response(route: Route, output: dict[str, Any]) -> WireResponse:
     return WireResponse(status, headers, body, content_type)
 
 
-def error_response(error: LambdaError) -> WireResponse:
+def error_response(error: LambdaError, model: ServiceModel | None = None) -> WireResponse:
+    """The error's JSON body under the message key its error shape declares: botocore's
+    Lambda model has `Message` for e.g. ResourceNotFoundException and `message` for e.g.
+    InvalidParameterValueException, as AWS sends them; `message` for codes not in the model."""
     headers = {"x-amzn-ErrorType": error.code, **error.headers}
-    return WireResponse(error.status, headers, json.dumps(error.body()).encode())
+    body = error.body()
+    key = _message_key(model, error.code) if model is not None else "message"
+    if key != "message" and "message" in body:
+        body = {(key if k == "message" else k): v for k, v in body.items()}
+    return WireResponse(error.status, headers, json.dumps(body).encode())
+
+
+_MESSAGE_KEYS: dict[tuple[str, str], str] = {}
+
+
+def _message_key(model: ServiceModel, code: str) -> str:
+    cached = _MESSAGE_KEYS.get((model.service_name, code))
+    if cached is None:
+        shape = next((s for s in model.error_shapes if s.name == code), None)
+        members = list(shape.members) if shape is not None else []
+        cached = next((m for m in members if m.lower() == "message"), "message")
+        _MESSAGE_KEYS[(model.service_name, code)] = cached
+    return cached
 
 
 class RestJson:
     """The rest-json protocol for one service's model."""
 
     def __init__(self, model: ServiceModel, built: frozenset[str]) -> None:
+        self.model = model
         self.router = Router(model)
         self.built = built
         self._routes = {route.name: route for route in self.router.routes}
@@ -213,4 +234,4 @@ class RestJson:
         return serialize_response(self._routes[operation], output)
 
     def error(self, error: LambdaError, request_id: str = "") -> WireResponse:
-        return error_response(error)
+        return error_response(error, self.model)

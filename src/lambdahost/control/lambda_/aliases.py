@@ -108,7 +108,12 @@ class AliasService:
             return qualifier
         fn_name = self.functions.ref(function).name
         with self.db.session() as s:
-            return self._alias(s, fn_name, qualifier).function_version
+            row = s.get(AliasRow, (fn_name, qualifier))
+            if row is None:  # the function or its alias: the ARN names what was asked for
+                raise ResourceNotFound(
+                    f"Function not found: {self.functions.arn(fn_name, qualifier)}"
+                )
+            return row.function_version
 
     def exists(self, function_name: str, name: str) -> bool:
         with self.db.session() as s:
@@ -161,7 +166,8 @@ class AliasService:
         self._function(s, fn_name)
         row = s.get(AliasRow, (fn_name, name))
         if row is None:
-            raise ResourceNotFound(f"Alias not found: {self.functions.arn(fn_name, name)}")
+            # https://docs.aws.amazon.com/lambda/latest/api/API_GetAlias.html (AWS's wording)
+            raise ResourceNotFound(f"Cannot find alias arn: {self.functions.arn(fn_name, name)}")
         return row
 
     def _render(self, row: AliasRow) -> dict[str, Any]:

@@ -47,12 +47,12 @@ class EventConfigService:
             return self._render(row)
 
     def get(self, identifier: str, qualifier: str | None) -> dict[str, Any]:
-        name, qualifier = self._target(identifier, qualifier)
+        name, qualifier = self._target(identifier, qualifier, missing_config=True)
         with self.db.session() as s:
             return self._render(self._row(s, name, qualifier))
 
     def delete(self, identifier: str, qualifier: str | None) -> None:
-        name, qualifier = self._target(identifier, qualifier)
+        name, qualifier = self._target(identifier, qualifier, missing_config=True)
         with self.db.session() as s:
             s.delete(self._row(s, name, qualifier))
 
@@ -87,11 +87,20 @@ class EventConfigService:
         """A destination ARN we can deliver to, or a clear 400."""
         check_target(self.settings, arn)
 
-    def _target(self, identifier: str, qualifier: str | None) -> tuple[str, str]:
+    def _target(
+        self, identifier: str, qualifier: str | None, *, missing_config: bool = False
+    ) -> tuple[str, str]:
+        """The function and qualifier; 404 unless both exist. Get and Delete word a missing
+        function as a missing config (`missing_config`), as AWS answers them."""
         ref = self.functions.ref(identifier)
         qualifier = ref.qualified(qualifier) or LATEST
         with self.db.session() as s:
-            self.functions.require(s, ref.name, qualifier)
+            try:
+                self.functions.require(s, ref.name, qualifier)
+            except ResourceNotFound:
+                if missing_config:
+                    self._row(s, ref.name, qualifier)  # raises: there is no config either
+                raise
         return ref.name, qualifier
 
     def _row(self, s: Session, name: str, qualifier: str) -> EventInvokeConfigRow:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,8 +35,11 @@ from lambdahost.errors import (
     ResourceConflict,
     ResourceNotFound,
 )
+from lambdahost.runtimes import policy
 from lambdahost.store.db import Database
 from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
+
+log = logging.getLogger("lambdahost.control")
 
 # LATEST lives in `names`; the other services import it from here, with the service.
 __all__ = ["LATEST", "FunctionService", "FunctionVersion", "check_revision"]
@@ -102,6 +106,8 @@ class FunctionService:
         ref = self.ref(params["FunctionName"])
         if ref.qualifier:
             raise InvalidParameterValue("Function name must not include a qualifier on create.")
+        # As AWS: the package's size before the configuration, the runtime last of those.
+        rules.check_zip_size(len((params.get("Code") or {}).get("ZipFile") or b""))
         rules.check_configuration(params)
         self._check_dead_letter(params)
         if not params.get("Runtime") or not params.get("Handler"):
@@ -124,6 +130,7 @@ class FunctionService:
             "RevisionId": str(uuid.uuid4()),
             **creating(),
         }
+        self._runtime_version(config)
         config["Architectures"] = list(params.get("Architectures") or ["x86_64"])
         config["LoggingConfig"] = {
             "LogFormat": "Text",
@@ -161,13 +168,14 @@ class FunctionService:
 
     def get(self, identifier: str, qualifier: str | None = None) -> FunctionVersion:
         ref = self.ref(identifier)
-        version = ref.qualified(qualifier) or LATEST
+        asked = ref.qualified(qualifier)
+        version = asked or LATEST
         with self.db.session() as s:
             fn = s.get(FunctionRow, ref.name)
             row = s.get(VersionRow, (ref.name, version)) if fn else None
             if fn is None or row is None:
-                shown = None if version == LATEST else version
-                raise ResourceNotFound(f"Function not found: {self.arn(ref.name, shown)}")
+                # The ARN carries the qualifier asked for (in the name or as Qualifier).
+                raise ResourceNotFound(f"Function not found: {self.arn(ref.name, asked)}")
             return FunctionVersion(
                 dict(row.config),
                 FunctionConfiguration.parse(row.config),
@@ -256,6 +264,7 @@ class FunctionService:
                 )
             if config.get("Environment") == {"Variables": {}}:
                 config.pop("Environment")
+            self._runtime_version(config)
 
         return self._update(ref.name, params.get("RevisionId"), change)
 
@@ -303,8 +312,10 @@ class FunctionService:
                 if version.isdigit():
                     _check_no_alias_uses(s, ref.name, version)
                 rows = [r for r in rows if r.version == version]
-                if not rows:
+                if not rows and not version.isdigit():
                     raise ResourceNotFound(f"Function not found: {self.arn(ref.name, version)}")
+                if not rows:  # a version not there (any more) is deleted already: 204, as AWS
+                    return
             for row in rows:
                 s.delete(row)
         self.changes.publish(ref.name)
@@ -340,6 +351,15 @@ class FunctionService:
         target = (params.get("DeadLetterConfig") or {}).get("TargetArn")
         if target:
             check_target(self.settings, target)
+
+    def _runtime_version(self, config: dict[str, Any]) -> None:
+        """`RuntimeVersionConfig`: the ARN the function's environments print on INIT_START."""
+        runtime = config.get("Runtime")
+        if runtime:
+            arn = policy.version_arn(runtime, self.settings.region)
+            config["RuntimeVersionConfig"] = {"RuntimeVersionArn": arn}
+            if note := policy.decide(runtime).note:
+                log.warning("%s: %s", config["FunctionName"], note)
 
     def _latest_row(self, s: Session, name: str) -> VersionRow:
         row = s.get(VersionRow, (name, LATEST))

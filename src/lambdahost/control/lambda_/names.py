@@ -33,7 +33,7 @@ class FunctionRef:
 
 
 def parse_function(identifier: str, *, region: str, account_id: str) -> FunctionRef:
-    """Accept every form AWS accepts; a foreign region or account is simply not found here."""
+    """Accept every form AWS accepts; an ARN of another region is not reachable here."""
     m = _IDENTIFIER.match(identifier)
     if not m:
         raise ValidationError(
@@ -42,8 +42,15 @@ def parse_function(identifier: str, *, region: str, account_id: str) -> Function
             "(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?"
             "(function:)?([a-zA-Z0-9-_]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?"
         )
-    if m["region"] and m["region"] != region or m["account"] and m["account"] != account_id:
+    if m["account"] and m["account"] != account_id:
+        # The front door refuses another account's ARN first (403, `control.iam`).
         raise ResourceNotFound(f"Function not found: {identifier}")
+    if m["region"] and m["region"] != region:
+        # https://docs.aws.amazon.com/lambda/latest/api/API_GetFunction.html#API_GetFunction_Errors
+        # (ResourceNotFoundException), worded as AWS answers a cross-region ARN.
+        raise ResourceNotFound(
+            f"Functions from '{m['region']}' are not reachable in this region ('{region}')"
+        )
     name = m["name"]
     if len(name) > NAME_MAX:
         raise ValidationError(

@@ -165,7 +165,11 @@ class UrlService:
         return ref.name, qualifier
 
     def _check_exists(self, s: Session, name: str, qualifier: str) -> None:
-        self.functions.require(s, name, qualifier)  # `qualifier` is "" or an alias here
+        # `qualifier` is "" or an alias here; AWS words a missing function or alias so.
+        try:
+            self.functions.require(s, name, qualifier)
+        except ResourceNotFound:
+            raise ResourceNotFound("Function does not exist") from None
 
     def _row(self, s: Session, name: str, qualifier: str) -> FunctionUrlRow:
         self._check_exists(s, name, qualifier)
