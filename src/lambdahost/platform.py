@@ -223,35 +223,39 @@ class Platform:
         plane = self._accounts.get(account_id)
         if plane is not None:
             return plane
-        plane = self._open(account_id)
-        loop = self._loop
-        if loop is not None:
-            asyncio.run_coroutine_threadsafe(plane.start(), loop).result()
-        return plane
+        with self._opening:  # one caller opens and starts it; the others wait for that
+            plane = self._accounts.get(account_id)
+            if plane is None:
+                plane = self._build(account_id)
+                loop = self._loop
+                if loop is not None:
+                    asyncio.run_coroutine_threadsafe(plane.start(), loop).result()
+                self._accounts[account_id] = plane  # seen by others only once started
+            return plane
 
     def _open(self, account_id: str) -> AccountPlane:
-        with self._opening:
-            plane = self._accounts.get(account_id)
-            if plane is not None:
-                return plane
-            data_dir = self.settings.data_dir
-            if account_id == self.settings.account_id:
-                db = Database.in_dir(data_dir)
-            else:
-                directory = _account_dir(data_dir, account_id)
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                db = Database.in_dir(directory)
-            plane = AccountPlane(
-                dataclasses.replace(self.settings, account_id=account_id),
-                db,
-                self.blobs,
-                self.pool,
-                self._call_later,
-                lambda: self._loop,
-                self._shared_layer,
-            )
-            self._accounts[account_id] = plane
-            return plane
+        """Open an account's plane before the platform starts (start() starts it)."""
+        plane = self._build(account_id)
+        self._accounts[account_id] = plane
+        return plane
+
+    def _build(self, account_id: str) -> AccountPlane:
+        data_dir = self.settings.data_dir
+        if account_id == self.settings.account_id:
+            db = Database.in_dir(data_dir)
+        else:
+            directory = _account_dir(data_dir, account_id)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            db = Database.in_dir(directory)
+        return AccountPlane(
+            dataclasses.replace(self.settings, account_id=account_id),
+            db,
+            self.blobs,
+            self.pool,
+            self._call_later,
+            lambda: self._loop,
+            self._shared_layer,
+        )
 
     def _shared_layer(self, arn: str, owner: str, user: str) -> ResolvedLayer:
         """Another account's layer version for a function of account `user`: allowed when
