@@ -17,7 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from helpers import REGION, Server, create_function, make_zip, unique
+from helpers import REGION, Server, create_function, make_zip, start_server, unique
 
 ACCOUNT_B = "000000000002"
 ACCOUNT_C = "000000000003"
@@ -249,3 +249,25 @@ def test_cross_account_layer_needs_the_layers_policy(lam, lam_b) -> None:  # noq
         )
     assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
     lam_b.delete_function(FunctionName=fn)
+
+
+def test_an_accounts_resources_survive_a_restart_and_run_async(tmp_path) -> None:  # noqa: ANN001
+    server = start_server(tmp_path / "data")
+    try:
+        key = add_key(server, ACCOUNT_B)
+        lam_b = client(server, key)
+        name = unique("kept")
+        create_function(lam_b, name)
+        assert lam_b.invoke(FunctionName=name, InvocationType="Event")["StatusCode"] == 202
+        assert "REPORT RequestId" in log_text(lam_b, name)  # run by B's own queue
+    finally:
+        server.kill()
+    server = start_server(tmp_path / "data")
+    try:
+        lam_b = client(server, key)
+        assert [f["FunctionName"] for f in lam_b.list_functions()["Functions"]] == [name]
+        assert server.client().list_functions()["Functions"] == []
+        out = lam_b.invoke(FunctionName=name, Payload=b'{"again": true}')
+        assert json.loads(out["Payload"].read()) == {"again": True}
+    finally:
+        server.kill()
