@@ -537,7 +537,7 @@ class EnvironmentPool:
             return
         lines = await env.shut_down(reason)
         if lines and self.logs is not None:
-            self.logs(env.spec.log_group, env.log_stream, lines)
+            self.logs(env.spec, env.log_stream, lines)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)
