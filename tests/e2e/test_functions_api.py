@@ -67,9 +67,10 @@ def test_every_way_to_name_a_function(lam) -> None:
     ):
         config = lam.get_function_configuration(FunctionName=identifier)
         assert config["FunctionName"] == name, identifier
+    # Another account's ARN: denied (its policy would have to grant us), as in AWS.
     with pytest.raises(ClientError) as exc:
         lam.get_function(FunctionName=f"arn:aws:lambda:us-east-1:111111111111:function:{name}")
-    assert error_code(exc) == "ResourceNotFoundException"
+    assert error_code(exc) == "AccessDeniedException" and status(exc) == 403
 
 
 def test_missing_function_is_404(lam) -> None:

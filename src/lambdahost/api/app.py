@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -19,13 +20,15 @@ from lambdahost.api.bodies import UnverifiedBodies, expected_size, read_body
 from lambdahost.api.lambda_ import function_urls
 from lambdahost.api.lambda_.codeurls import PREFIX as CODE_PREFIX
 from lambdahost.api.lambda_.codeurls import CodeUrls
+from lambdahost.api.lambda_.resources import action_of, foreign_resource
 from lambdahost.api.protocols.base import Resolved
 from lambdahost.api.routing import ServiceRouter
 from lambdahost.api.service import Call, ServiceApi
 from lambdahost.api.services import all_services
 from lambdahost.api.wire import Head, WireResponse
+from lambdahost.control.iam import Caller, ResourcePolicy, authorize
 from lambdahost.errors import LambdaError, ServiceError
-from lambdahost.platform import Platform
+from lambdahost.platform import AccountPlane, Platform
 
 log = logging.getLogger("lambdahost.api")
 
@@ -39,25 +42,23 @@ class Gateway:
     limit, the operation's handler, and the answer or error in the service's protocol."""
 
     def __init__(self, platform: Platform) -> None:
+        self.platform = platform
         self.settings = platform.settings
+        self.keyring = platform.keyring
         self.blobs = platform.blobs
         self.code_urls = CodeUrls()
-        self.router = ServiceRouter(all_services(platform, self.code_urls))
-        creds = platform.settings.credentials
-        self._secrets = {creds.access_key_id: creds.secret_access_key}
+        default = all_services(platform.default, self.code_urls)
+        self.router = ServiceRouter(default)
+        # Each account's services, by name: their handlers hold that account's control plane.
+        self._services = {platform.default.account_id: {s.name: s for s in default}}
         self.unverified = UnverifiedBodies()
-        self.function_urls = function_urls.FunctionUrlFrontend(
-            platform.settings,
-            platform.urls,
-            platform.permissions,
-            platform.invoker,
-            self.unverified,
-        )
+        self._url_frontends: dict[str, function_urls.FunctionUrlFrontend] = {}
 
     async def handle(self, request: Request) -> Response:
         # Function URL requests have their own auth rules: route them before SigV4.
         if (url_target := function_urls.target_of(request)) is not None:
-            return await self.function_urls.handle(request, url_target)
+            frontend = await self._url_frontend(url_target.url_id)
+            return await frontend.handle(request, url_target)
         request_id = str(uuid.uuid4())
         head = _head(request)
         service, resolved = self.router.route(head)
@@ -89,7 +90,7 @@ class Gateway:
         # The signed head first: nothing of the body is read for a request that fails it.
         pending = self._begin_auth(request, head.path, query_string, service.signing_name)
         limit, too_large = service.body_limit(resolved.name if resolved else None)
-        body = await self._read_body(request, pending, limit, too_large)
+        body, caller = await self._read_body(request, pending, limit, too_large)
         if resolved is None:
             raise LambdaError(
                 f"No {service.model.metadata['serviceId']} operation matches "
@@ -98,8 +99,10 @@ class Gateway:
                 status=404,
             )
         name, params = service.protocol.parse(resolved, head, body)
-        handler = service.handlers[name]  # parse refuses operations without one
-        call = Call(params, _base_url(request))
+        owner = await self._authorize(service, name, params, caller)
+        services = self._services.get(owner) or await self._services_of(owner)
+        handler = services[service.name].handlers[name]  # parse refuses operations without one
+        call = Call(params, _base_url(request), caller)
         output = await handler(call)
         if call.raw_response is not None:
             return call.raw_response, call.response_headers
@@ -120,7 +123,7 @@ class Gateway:
         )
         try:
             return sigv4.begin(
-                head, self._secrets.get, region=self.settings.region, service=service
+                head, self.keyring.secret_for, region=self.settings.region, service=service
             )
         except sigv4.AuthError as exc:
             raise AuthFailure(exc.message, code=exc.code, status=exc.status) from None
@@ -131,17 +134,93 @@ class Gateway:
         pending: sigv4.PendingSignature | None,
         limit: int,
         too_large: Callable[[], LambdaError],
-    ) -> bytes:
+    ) -> tuple[bytes, Caller]:
+        """The body, and who sent it (the default account's root when authentication is off)."""
         if pending is None:  # authentication is off
-            return (await read_body(request, limit, too_large)).data
+            root = Caller.root(self.settings.account_id, self.settings.credentials.access_key_id)
+            return (await read_body(request, limit, too_large)).data, root
         # Until the signature is proven, the body counts against the shared bound.
         async with self.unverified.admit(expected_size(request, limit)):
             body = await read_body(request, limit, too_large, digest=pending.needs_body_hash)
             try:
-                pending.finish(body.sha256)
+                access_key = pending.finish(body.sha256)
             except sigv4.AuthError as exc:
                 raise AuthFailure(exc.message, code=exc.code, status=exc.status) from None
-        return body.data  # joined only now that it is proven
+        key = self.keyring.lookup(access_key)
+        account = key.account_id if key is not None else self.settings.account_id
+        return body.data, Caller.root(account, access_key)  # joined only now that it is proven
+
+    async def _authorize(
+        self, service: ServiceApi, operation: str, params: dict[str, object], caller: Caller
+    ) -> str:
+        """Ask `iam.authorize` whether `caller` may make the call; the account it runs in (the
+        owner of the resource it names)."""
+        resource = (
+            foreign_resource(operation, params, caller.account_id)
+            if service.name == "lambda"
+            else None
+        )
+        if resource is None:
+            action = action_of(operation) if service.name == "lambda" else operation
+            authorize(caller, action, "*", caller.account_id)
+            return caller.account_id
+        region, owner = self.settings.region, resource.account_id
+        plane = self.platform.opened(owner)
+        if plane is None and self.platform.known(owner):
+            plane = await asyncio.to_thread(self.platform.account, owner)
+        policy: ResourcePolicy | None = None
+        if resource.kind == "function":
+            arn = f"arn:aws:lambda:{region}:{owner}:function:{resource.name}"
+            arn += f":{resource.qualifier}" if resource.qualifier else ""
+            if plane is not None:
+                permissions = plane.permissions
+
+                def policy(who: Caller, action: str) -> bool:
+                    return permissions.allows(who, resource.name, resource.qualifier, action)
+
+        else:
+            arn = f"arn:aws:lambda:{region}:{owner}:layer:{resource.name}:{resource.version}"
+            if plane is not None and resource.action == "lambda:GetLayerVersion":
+                layers = plane.layers
+
+                def policy(who: Caller, action: str) -> bool:
+                    return layers.allows(who, resource.name, resource.version)
+
+        await asyncio.to_thread(authorize, caller, resource.action, arn, owner, policy)
+        return owner
+
+    async def _url_frontend(self, url_id: str) -> function_urls.FunctionUrlFrontend:
+        """The function URL frontend of the account that owns the URL (the default account's
+        answers URLs nobody owns, with a 404)."""
+        planes = self.platform.accounts()
+        owner = self.platform.default
+        if len(planes) > 1:
+            for plane in planes:
+                if await asyncio.to_thread(plane.urls.find, url_id) is not None:
+                    owner = plane
+                    break
+        frontend = self._url_frontends.get(owner.account_id)
+        if frontend is None:
+            frontend = function_urls.FunctionUrlFrontend(
+                owner.settings,
+                owner.urls,
+                owner.permissions,
+                owner.invoker,
+                self.unverified,
+                self.keyring,
+            )
+            self._url_frontends[owner.account_id] = frontend
+        return frontend
+
+    async def _services_of(self, account_id: str) -> dict[str, ServiceApi]:
+        """The services of an account, built (and its plane opened) at its first call."""
+
+        def build() -> dict[str, ServiceApi]:
+            plane: AccountPlane = self.platform.account(account_id)
+            return {s.name: s for s in all_services(plane, self.code_urls)}
+
+        services = await asyncio.to_thread(build)
+        return self._services.setdefault(account_id, services)
 
     async def download_code(self, request: Request) -> Response:
         digest = request.path_params["digest"]

@@ -22,6 +22,7 @@ from lambdahost.api.protocols.base import WireProtocol
 from lambdahost.api.protocols.json_rpc import JsonRpc
 from lambdahost.api.protocols.query import Query
 from lambdahost.api.protocols.rest_json import RestJson
+from lambdahost.control.iam import Caller
 from lambdahost.control.request_limits import BodyLimit, default_body_limit
 
 Output = dict[str, Any]
@@ -30,10 +31,12 @@ Output = dict[str, Any]
 @dataclass
 class Call:
     """One API call as a handler sees it: the validated input members, the URL the client
-    used, and response headers or a whole (streamed) response the handler may set."""
+    used, who made it (already authorized; the handler's services are the account's that owns
+    the resource), and response headers or a whole (streamed) response the handler may set."""
 
     params: dict[str, Any]
     base_url: str
+    caller: Caller
     response_headers: dict[str, str] = field(default_factory=dict)
     raw_response: Response | None = None  # when set, the handler's output is unused
 

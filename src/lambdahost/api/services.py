@@ -11,9 +11,9 @@ from lambdahost.api.lambda_.service import lambda_api
 from lambdahost.api.logs.service import logs_api
 from lambdahost.api.service import ServiceApi
 from lambdahost.api.sts.service import sts_api
-from lambdahost.platform import Platform
+from lambdahost.platform import AccountPlane
 
 
-def all_services(platform: Platform, code_urls: CodeUrls) -> list[ServiceApi]:
+def all_services(platform: AccountPlane, code_urls: CodeUrls) -> list[ServiceApi]:
     """The first is the default: it answers requests that match no service."""
     return [lambda_api(platform, code_urls), logs_api(platform), sts_api(platform)]

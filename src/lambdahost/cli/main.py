@@ -10,7 +10,15 @@ from rich.console import Console
 
 from lambdahost.cli.invoke import invoke
 from lambdahost.cli.logs import logs
-from lambdahost.config import Settings, check_budget, default_data_dir, load_credentials
+from lambdahost.config import (
+    DEFAULT_ACCOUNT,
+    Settings,
+    add_credentials,
+    check_budget,
+    default_data_dir,
+    load_credentials,
+    read_credentials_file,
+)
 
 app = typer.Typer(help="lambdahost: a self-hosted, AWS-Lambda-compatible serverless platform.")
 console = Console(stderr=True)
@@ -23,6 +31,43 @@ def main() -> None:
 
 app.command()(invoke)
 app.command()(logs)
+credentials_app = typer.Typer(help="Access keys of the server's accounts (in the data dir).")
+app.add_typer(credentials_app, name="credentials")
+
+DATA_DIR_HELP = "The server's data dir [default: $LAMBDAHOST_DATA_DIR or ./.lambdahost]."
+
+
+@credentials_app.command("add")
+def credentials_add(
+    account: str = typer.Option(..., "--account", help="The 12-digit account id of the key."),
+    data_dir: Path = typer.Option(None, help=DATA_DIR_HELP),
+    region: str = typer.Option("us-east-1", envvar="LAMBDAHOST_REGION"),
+) -> None:
+    """Create an access key for an account (a new account when none has keys yet) and print
+    it. A running server accepts it at once."""
+    directory = (data_dir or default_data_dir()).resolve()
+    try:
+        creds = add_credentials(directory, account)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--account") from None
+    console.print(f"[green]Added an access key for account {account} in {directory}[/]")
+    print(f"export AWS_ACCESS_KEY_ID={creds.access_key_id}")
+    print(f"export AWS_SECRET_ACCESS_KEY={creds.secret_access_key}")
+    print(f"export AWS_DEFAULT_REGION={region}")
+
+
+@credentials_app.command("list")
+def credentials_list(
+    data_dir: Path = typer.Option(None, help=DATA_DIR_HELP),
+    account_id: str = typer.Option(
+        DEFAULT_ACCOUNT, envvar="LAMBDAHOST_ACCOUNT_ID", help="The server's default account."
+    ),
+) -> None:
+    """The access keys of the data dir's credentials file and their accounts (no secrets)."""
+    path = (data_dir or default_data_dir()).resolve() / "credentials"
+    keys = read_credentials_file(path) if path.exists() else []
+    for creds in keys:
+        print(f"{creds.access_key_id}\t{creds.account_id or account_id}")
 
 
 @app.command()

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 import lambdahost
 from lambdahost.agent.boot import encode_candidates
@@ -130,8 +130,8 @@ class AgentLink(asyncio.Protocol):
         self.held = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # a stream socket's
-        self.transport = transport
+        # A stream socket's transport (uvloop's is not an asyncio.Transport subclass).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.frames.feed(data)
@@ -180,7 +180,13 @@ class AgentLink(asyncio.Protocol):
 class Environment:
     """A started sandbox running the agent. `next_message()` awaits the agent's next frame."""
 
-    def __init__(self, env_id: str, spec: FunctionSpec, log_stream: str) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        spec: FunctionSpec,
+        log_stream: str,
+        on_death: Callable[[Environment], None] | None = None,
+    ) -> None:
         self.id = env_id
         self.spec = spec
         self.key = (spec.arn, spec.version, spec.revision_id)
@@ -194,7 +200,7 @@ class Environment:
         self.freezing: asyncio.Task[None] | None = None
         self.freeze_started = False
         self.last_used = 0.0
-        self.on_death: Callable[[Environment], None] | None = None
+        self.on_death = on_death  # told once when the runtime or agent dies
         self._waiter: asyncio.Future[Message] | None = None
         self._inbox: deque[Message] = deque()  # received, not yet claimed by next_message()
         self._inbox_bytes = 0

@@ -66,5 +66,5 @@ class InvokeResult:
 
 
 LogLine = tuple[int, str]
-# Where lines go: (log group, log stream, lines).
-LogSink = Callable[[str, str, list[LogLine]], None]
+# Where lines go: (the environment's function, log stream, lines).
+LogSink = Callable[["FunctionSpec", str, list[LogLine]], None]

@@ -220,7 +220,7 @@ class EnvironmentPool:
                 slot.leave()
                 return idle
         env_id = secrets.token_hex(16)
-        env = Environment(env_id, spec, log_stream_name(spec, env_id))
+        env = Environment(env_id, spec, log_stream_name(spec, env_id), self._on_death)
         try:
             victims = self._make_room(env_id, need)
         except BaseException:
@@ -280,7 +280,6 @@ class EnvironmentPool:
 
     async def _start_and_init(self, env: Environment) -> tuple[Message, list[LogLine], float]:
         started = time.perf_counter()
-        env.on_death = self._on_death
         self._all.add(env)
         try:
             await env.start(self.backend, self.runtime_root)
@@ -538,7 +537,7 @@ class EnvironmentPool:
             return
         lines = await env.shut_down(reason)
         if lines and self.logs is not None:
-            self.logs(env.spec.log_group, env.log_stream, lines)
+            self.logs(env.spec, env.log_stream, lines)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -235,7 +235,7 @@ class Invoker:
         return None if version is None else (version, invoked_arn)
 
     def _cached(self, key: tuple[str, str, str | None], load: bool, fetch: Any) -> Any:
-        generation = self.functions.db.generation
+        generation = self.functions.generation
         hit = self._cache.get(key)
         if hit is not None and hit[0] == generation:
             return hit[1]

@@ -8,6 +8,7 @@ queries stay dialect-neutral, and `store/types.py` makes strings sort and store 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -22,15 +23,31 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def account_schema(account_id: str) -> str:
+    """The PostgreSQL schema of an account's store."""
+    return f"account_{account_id}"
+
+
 # Held while migrating, so nodes of a cluster starting together migrate one at a time.
 _MIGRATION_LOCK_ID = 0x6C616D6264616831  # "lambdah1"
 
 
 class Database:
-    def __init__(self, url: str | URL) -> None:
+    def __init__(self, url: str | URL, schema: str | None = None) -> None:
+        """`schema` (PostgreSQL): keep every table in this schema, made by `migrate`; how
+        several accounts share one PostgreSQL database (`account_schema`). On SQLite an
+        account's store is a file of its own instead."""
         url = database_url(url)
         sqlite = url.get_backend_name() == "sqlite"
-        connect_args = {"check_same_thread": False, "timeout": 30} if sqlite else {}
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": 30} if sqlite else {}
+        if schema is not None:
+            if sqlite or not _SCHEMA.match(schema):
+                raise ValueError(f"schema {schema!r} needs PostgreSQL and a plain name")
+            connect_args["options"] = f"-csearch_path={schema}"
+        self.schema = schema
         self.engine: Engine = create_engine(url, connect_args=connect_args)
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -59,6 +76,8 @@ class Database:
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
                 )
+                if self.schema is not None:  # a plain name (checked above)
+                    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {self.schema}"))
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
 

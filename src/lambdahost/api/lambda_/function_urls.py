@@ -34,7 +34,8 @@ from starlette.responses import Response, StreamingResponse
 from lambdahost.api import sigv4
 from lambdahost.api.bodies import Body, UnverifiedBodies, expected_size, read_body
 from lambdahost.api.lambda_.url_responses import UrlRejection, http_response, rejection_for
-from lambdahost.config import Settings
+from lambdahost.config import Keyring, Settings
+from lambdahost.control.iam import Caller
 from lambdahost.control.lambda_.permissions import (
     INVOKE_FUNCTION,
     INVOKE_FUNCTION_URL,
@@ -80,13 +81,17 @@ class FunctionUrlFrontend:
         permissions: PermissionService,
         invoker: Invoker,
         unverified: UnverifiedBodies | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
+        """The URLs of one account (`settings.account_id`); `keyring` knows every access key
+        (of any account) that may sign an AWS_IAM request."""
         self.settings = settings
         self.urls = urls
         self.permissions = permissions
         self.invoker = invoker
-        creds = settings.credentials
-        self._secrets = {creds.access_key_id: creds.secret_access_key}
+        self.keyring = keyring or Keyring(
+            settings.data_dir, settings.credentials, settings.account_id
+        )
         # Bodies of AWS_IAM requests whose signature is not yet proven (shared with the API).
         self.unverified = unverified or UnverifiedBodies()
 
@@ -150,7 +155,9 @@ class FunctionUrlFrontend:
         )
         settings = self.settings
         try:
-            return sigv4.begin(head, self._secrets.get, region=settings.region, service="lambda")
+            return sigv4.begin(
+                head, self.keyring.secret_for, region=settings.region, service="lambda"
+            )
         except sigv4.AuthError as exc:
             raise _auth_rejection(exc) from None
 
@@ -170,7 +177,20 @@ class FunctionUrlFrontend:
                 caller = pending.finish(body.sha256)
             except sigv4.AuthError as exc:
                 raise _auth_rejection(exc) from None
+        # A signer of another account needs the function's policy to grant it the URL.
+        account = self._account_of(caller)
+        if account != self.settings.account_id:
+            who = Caller.root(account, caller)
+            allowed = await run_in_threadpool(
+                self.permissions.allows, who, url.function_name, url.qualifier, INVOKE_FUNCTION_URL
+            )
+            if not allowed:
+                raise UrlRejection(403, "Forbidden")
         return body.data, caller
+
+    def _account_of(self, access_key: str) -> str:
+        key = self.keyring.lookup(access_key)
+        return key.account_id if key is not None else self.settings.account_id
 
     def _check_public(self, url: FunctionUrl) -> None:
         context = {
@@ -214,7 +234,7 @@ class FunctionUrlFrontend:
         now = datetime.now(UTC)
         domain = f"{url.url_id}.lambda-url.{settings.region}.localhost"
         context: dict[str, Any] = {
-            "accountId": settings.account_id if caller else "anonymous",
+            "accountId": self._account_of(caller) if caller else "anonymous",
             "apiId": url.url_id,
             "domainName": domain,
             "domainPrefix": url.url_id,
@@ -232,7 +252,7 @@ class FunctionUrlFrontend:
             "timeEpoch": int(now.timestamp() * 1000),
         }
         if caller:
-            account = settings.account_id
+            account = self._account_of(caller)
             context["authorizer"] = {
                 "iam": {
                     "accessKey": caller,

@@ -15,10 +15,10 @@ from lambdahost.api.lambda_.versions import VersionHandlers
 from lambdahost.api.service import ServiceApi, handlers_of
 from lambdahost.api.wire import service_model
 from lambdahost.control.request_limits import lambda_body_limit
-from lambdahost.platform import Platform
+from lambdahost.platform import AccountPlane
 
 
-def lambda_api(platform: Platform, code_urls: CodeUrls) -> ServiceApi:
+def lambda_api(platform: AccountPlane, code_urls: CodeUrls) -> ServiceApi:
     p = platform
     handlers = handlers_of(
         FunctionHandlers(

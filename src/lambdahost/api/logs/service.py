@@ -9,7 +9,7 @@ from lambdahost.api.service import Call, Output, ServiceApi, handlers_of, operat
 from lambdahost.api.wire import service_model
 from lambdahost.control.logs.service import LogService
 from lambdahost.control.request_limits import logs_body_limit
-from lambdahost.platform import Platform
+from lambdahost.platform import AccountPlane
 
 
 class LogHandlers:
@@ -61,7 +61,7 @@ class LogHandlers:
         return await run_in_threadpool(self.logs.filter_log_events, call.params)
 
 
-def logs_api(platform: Platform) -> ServiceApi:
+def logs_api(platform: AccountPlane) -> ServiceApi:
     settings = platform.settings
     logs = LogService(platform.db, platform.logs, settings.region, settings.account_id)
     return ServiceApi(

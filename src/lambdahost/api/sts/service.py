@@ -1,22 +1,18 @@
-"""STS handlers. Every caller signs with the root credentials, so every caller is the
-account's root."""
+"""STS handlers. Every access key is its account's root, so every caller is a root."""
 
 from __future__ import annotations
 
 from lambdahost.api.service import Call, Output, ServiceApi, handlers_of, operation
 from lambdahost.api.wire import service_model
-from lambdahost.platform import Platform
+from lambdahost.platform import AccountPlane
 
 
 class StsHandlers:
-    def __init__(self, account_id: str) -> None:
-        self.account_id = account_id
-
     @operation("GetCallerIdentity")
     async def get_caller_identity(self, call: Call) -> Output:
-        account = self.account_id
-        return {"Arn": f"arn:aws:iam::{account}:root", "UserId": account, "Account": account}
+        caller = call.caller
+        return {"Arn": caller.arn, "UserId": caller.account_id, "Account": caller.account_id}
 
 
-def sts_api(platform: Platform) -> ServiceApi:
-    return ServiceApi(service_model("sts"), handlers_of(StsHandlers(platform.settings.account_id)))
+def sts_api(platform: AccountPlane) -> ServiceApi:
+    return ServiceApi(service_model("sts"), handlers_of(StsHandlers()))

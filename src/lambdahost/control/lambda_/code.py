@@ -21,13 +21,15 @@ from lambdahost.store.blobs import BlobStore
 
 # Checks layer version ARNs: [(arn, sha256 hex, zipped size, unzipped size)].
 LayerResolver = Callable[[list[str]], list[ResolvedLayer]]
+# Two uploads of one zip unpack it once, also in two accounts (their blob store is shared).
+_UNPACK_LOCK = threading.Lock()
 
 
 class CodeStore:
     def __init__(self, blobs: BlobStore, layers: LayerResolver) -> None:
         self.blobs = blobs
         self.layers = layers
-        self._unpack_lock = threading.Lock()  # two uploads of one zip unpack it once
+        self._unpack_lock = _UNPACK_LOCK
 
     def store(self, code: dict[str, Any]) -> tuple[str, int]:
         """Validate, unpack and durably store a zip. Returns (sha256 hex, size)."""

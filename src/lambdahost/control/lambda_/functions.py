@@ -166,6 +166,11 @@ class FunctionService:
 
     # -- read -----------------------------------------------------------------------------
 
+    @property
+    def generation(self) -> int:
+        """Bumps with every commit to this node's store: callers cache reads keyed by it."""
+        return self.db.generation
+
     def get(self, identifier: str, qualifier: str | None = None) -> FunctionVersion:
         ref = self.ref(identifier)
         asked = ref.qualified(qualifier)

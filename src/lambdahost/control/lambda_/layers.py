@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from lambdahost.config import Settings
 from lambdahost.control.clock import last_modified
+from lambdahost.control.iam import AccessDenied, Caller, principal_matches
 from lambdahost.control.lambda_ import rules
 from lambdahost.control.lambda_.archive import ArchiveError, UnpackedArchive, unpack_zip
 from lambdahost.control.lambda_.code import tree_size
@@ -34,6 +36,20 @@ _LAYER_ARN = re.compile(
 )
 _LAYER_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,140}$")
 _VERSION_MAX = 2**63 - 1  # the model's `long`, and SQLite's INTEGER
+GET_LAYER_VERSION = "lambda:GetLayerVersion"
+
+# Another account's layer version for a function of this one: (layer version ARN, owner
+# account, this account) -> the layer, or AccessDeniedException.
+SharedLayer = Callable[[str, str, str], ResolvedLayer]
+
+
+def layer_access_denied(account_id: str, arn: str) -> AccessDenied:
+    """AWS's answer when a function of `account_id` names a layer version it may not use."""
+    return AccessDenied(
+        f"User: arn:aws:iam::{account_id}:root is not authorized to perform: "
+        f"{GET_LAYER_VERSION} on resource: {arn} because no resource-based policy allows the "
+        f"{GET_LAYER_VERSION} action"
+    )
 
 
 def _version_of(m: re.Match[str] | None) -> int | None:
@@ -47,10 +63,17 @@ def _version_of(m: re.Match[str] | None) -> int | None:
 
 
 class LayerService:
-    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        blobs: BlobStore,
+        shared_layer: SharedLayer | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
+        self.shared_layer = shared_layer
 
     def layer_arn(self, name: str, version: int | None = None) -> str:
         arn = f"arn:aws:lambda:{self.settings.region}:{self.settings.account_id}:layer:{name}"
@@ -206,6 +229,13 @@ class LayerService:
             version = _version_of(m)
             if m is None or version is None:
                 raise InvalidParameterValue(f"Layer version {arn} does not exist.")
+            if (
+                m["region"] == self.settings.region
+                and m["account"] != self.settings.account_id
+                and self.shared_layer is not None
+            ):
+                resolved.append(self.shared_layer(arn, m["account"], self.settings.account_id))
+                continue
             with self.db.session() as s:
                 row = s.get(LayerVersionRow, (m["name"], version))
                 local = (
@@ -216,6 +246,26 @@ class LayerService:
                 size = int(row.info["Content"]["CodeSize"])
                 resolved.append(ResolvedLayer(arn, row.code_sha256, size, row.unzipped_bytes))
         return resolved
+
+    def resolve_shared(self, arn: str, account_id: str) -> ResolvedLayer:
+        """A layer version of this account for a function of `account_id`: only when the
+        version's policy grants that account (or everyone) lambda:GetLayerVersion."""
+        m = _LAYER_ARN.match(arn)
+        version = _version_of(m)
+        if m is None or version is None:
+            raise InvalidParameterValue(f"Layer version {arn} does not exist.")
+        with self.db.session() as s:
+            row = s.get(LayerVersionRow, (m["name"], version))
+            if row is None or row.deleted or not _grants(row.policy, Caller.root(account_id)):
+                raise layer_access_denied(account_id, arn)
+            size = int(row.info["Content"]["CodeSize"])
+            return ResolvedLayer(arn, row.code_sha256, size, row.unzipped_bytes)
+
+    def allows(self, caller: Caller, layer: str, version: int) -> bool:
+        """Whether the policy of `layer:version` lets `caller` (of another account) read it."""
+        with self.db.session() as s:
+            row = s.get(LayerVersionRow, (self.name_of(layer), version))
+            return row is not None and not row.deleted and _grants(row.policy, caller)
 
     # -- permissions ----------------------------------------------------------------------
 
@@ -282,6 +332,18 @@ class LayerService:
 
     def _render(self, row: LayerVersionRow) -> dict[str, Any]:
         return copy.deepcopy(dict(row.info))  # the caller may add to it
+
+
+def _grants(policy: dict[str, Any], caller: Caller) -> bool:
+    """Whether a layer version's statements allow `caller` lambda:GetLayerVersion. A statement
+    with a condition (an organization) is not evaluated here, so it grants nothing."""
+    return any(
+        st.get("Effect") == "Allow"
+        and st.get("Action") in (GET_LAYER_VERSION, "lambda:*", "*")
+        and not st.get("Condition")
+        and principal_matches(st.get("Principal"), caller)
+        for st in policy.values()
+    )
 
 
 def _compatible(info: dict[str, Any], runtime: str | None, architecture: str | None) -> bool:

@@ -4,8 +4,9 @@ Each qualifier has its own policy, as in Lambda: the unqualified function's ("" 
 one per version or alias. Statements are kept in the IAM shape GetPolicy returns, so
 evaluation reads the same document the client sees.
 
-Only the anonymous (public) caller of a function URL is evaluated against these policies:
-API calls are made by the platform's single root identity, which is always allowed."""
+They are evaluated for the anonymous (public) caller of a function URL, and for callers of
+another account (`control/iam.authorize`); a caller of the function's own account is its
+root, always allowed."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lambdahost.control.iam import Caller, principal_matches
 from lambdahost.control.lambda_.changes import FunctionChanges
 from lambdahost.control.lambda_.functions import LATEST, FunctionService, check_revision
 from lambdahost.errors import InvalidParameterValue, LambdaError, ResourceConflict, ResourceNotFound
@@ -109,6 +111,26 @@ class PermissionService:
         allowed = False
         for st in statements:
             if not (_public(st) and _action_matches(st, action) and _conditions_hold(st, context)):
+                continue
+            if st.get("Effect") == "Deny":
+                return False
+            allowed = True
+        return allowed
+
+    def allows(self, caller: Caller, function_name: str, qualifier: str, action: str) -> bool:
+        """Whether the policy of `function_name:qualifier` ("" unqualified) lets `caller`, of
+        another account, do `action`. Deny wins over Allow; a statement with conditions a
+        direct call cannot carry (SourceArn, SourceAccount, ...) grants nothing."""
+        with self.db.session() as s:
+            row = s.get(FunctionPolicyRow, (function_name, qualifier))
+            statements = list(row.statements) if row is not None else []
+        allowed = False
+        for st in statements:
+            if not (
+                principal_matches(st.get("Principal"), caller)
+                and _action_matches(st, action)
+                and _conditions_hold(st, {})
+            ):
                 continue
             if st.get("Effect") == "Deny":
                 return False
