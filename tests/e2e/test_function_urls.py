@@ -403,7 +403,8 @@ def test_aws_iam(lam, server: Server) -> None:  # noqa: ANN001
     status, _, body = request(
         server, "POST", path, body=b"hi", headers={"Content-Type": "text/plain"}
     )
-    assert status == 403 and json.loads(body) == {"Message": FORBIDDEN}
+    # Unsigned: the plain "Forbidden" of a request without credentials (unchanged).
+    assert status == 403 and json.loads(body) == {"Message": "Forbidden"}
     # A public policy does not open an AWS_IAM URL to anonymous callers.
     make_public(lam, name)
     assert request(server, "POST", path, body=b"hi")[0] == 403
