@@ -8,7 +8,7 @@ class LambdaError(Exception):
 
     status: int = 400
     code: str = "InvalidParameterValueException"
-    error_type: str = "User"
+    error_type: str | None = "User"  # None: AWS's body has no `Type` member
 
     def __init__(
         self,
@@ -29,7 +29,8 @@ class LambdaError(Exception):
         self.extra = extra or {}
 
     def body(self) -> dict[str, object]:
-        return {"Type": self.error_type, "message": self.message, **self.extra}
+        typed: dict[str, object] = {"Type": self.error_type} if self.error_type else {}
+        return {**typed, "message": self.message, **self.extra}
 
 
 class InvalidParameterValue(LambdaError):

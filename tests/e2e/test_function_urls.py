@@ -25,6 +25,8 @@ from helpers import (
     url_id,
 )
 
+from lambdahost.api.lambda_.url_responses import FORBIDDEN
+
 APP = make_zip(
     {
         "app.py": """
@@ -113,14 +115,15 @@ def test_config_lifecycle(lam, server: Server) -> None:  # noqa: ANN001
     uid = url_id(created)
     assert URL.match(created["FunctionUrl"])[2] == str(server.port)
     assert created["FunctionArn"].endswith(f":function:{name}")
-    assert created["AuthType"] == "AWS_IAM" and created["InvokeMode"] == "BUFFERED"
+    # InvokeMode is left out of Create's answer when the caller did not set it.
+    assert created["AuthType"] == "AWS_IAM" and "InvokeMode" not in created
     assert "Cors" not in created and created["CreationTime"]
 
     with pytest.raises(lam.exceptions.ResourceConflictException):
         lam.create_function_url_config(FunctionName=name, AuthType="NONE")
 
     got = lam.get_function_url_config(FunctionName=name)
-    assert got["FunctionUrl"] == created["FunctionUrl"]
+    assert got["FunctionUrl"] == created["FunctionUrl"] and got["InvokeMode"] == "BUFFERED"
     assert got["LastModifiedTime"] == got["CreationTime"]
 
     updated = lam.update_function_url_config(
@@ -159,8 +162,8 @@ def test_config_lifecycle(lam, server: Server) -> None:  # noqa: ANN001
     lam.delete_function(FunctionName=name)
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function_url_config(FunctionName=name)
-    status, _, _ = request(server, "GET", f"/_lambdahost/url/{uid}/")
-    assert status == 404
+    status, _, body = request(server, "GET", f"/_lambdahost/url/{uid}/")
+    assert status == 403 and body == b'{"Message":null}'
 
 
 def test_config_errors(lam, raw_lam) -> None:  # noqa: ANN001
@@ -280,13 +283,13 @@ def test_host_routing(server: Server, public: tuple[str, str]) -> None:
     event = json.loads(body)
     assert event["rawPath"] == "/by/host" and event["headers"]["host"] == host
     assert event["queryStringParameters"] == {"q": "1"}
-    # A URL id nobody created, and another region, are not found.
+    # A URL id nobody created, and another region, are unknown: 403 {"Message":null}.
     for bad in (
         f"{'a' * 32}.lambda-url.us-east-1.localhost",
         f"{uid}.lambda-url.eu-west-1.localhost",
     ):
-        status, _, _ = request(server, "GET", "/", headers={"Host": bad})
-        assert status == 404
+        status, _, body = request(server, "GET", "/", headers={"Host": bad})
+        assert status == 403 and body == b'{"Message":null}'
     # The API itself still answers on the plain host.
     status, _, _ = request(server, "GET", "/2015-03-31/functions/")
     assert status == 403  # unsigned API request
@@ -340,7 +343,7 @@ def test_none_needs_a_public_policy(lam, server: Server) -> None:  # noqa: ANN00
     uid = url_id(lam.create_function_url_config(FunctionName=name, AuthType="NONE"))
     path = f"/_lambdahost/url/{uid}/?mode=bare"
     status, _, body = request(server, "GET", path)
-    assert status == 403 and json.loads(body) == {"Message": "Forbidden"}
+    assert status == 403 and json.loads(body) == {"Message": FORBIDDEN}
     lam.add_permission(
         FunctionName=name,
         StatementId="url-public",
@@ -400,6 +403,7 @@ def test_aws_iam(lam, server: Server) -> None:  # noqa: ANN001
     status, _, body = request(
         server, "POST", path, body=b"hi", headers={"Content-Type": "text/plain"}
     )
+    # Unsigned: the plain "Forbidden" of a request without credentials (unchanged).
     assert status == 403 and json.loads(body) == {"Message": "Forbidden"}
     # A public policy does not open an AWS_IAM URL to anonymous callers.
     make_public(lam, name)

@@ -28,6 +28,7 @@ from helpers import (
 )
 
 from lambdahost.api.bodies import UnverifiedBodies
+from lambdahost.api.lambda_.url_responses import FORBIDDEN
 from lambdahost.errors import TooManyRequests
 
 MB = 1024 * 1024
@@ -279,7 +280,7 @@ def test_a_private_none_url_refuses_before_reading(lone_server: Server) -> None:
     """Without a public policy the answer comes before the (here never sent) body."""
     path = _url_path(lone_server.client("lambda"), "NONE")
     status, _, body = _answer(lone_server, raw_head(lone_server, "POST", path, 6 * MB))
-    assert status == 403 and json.loads(body) == {"Message": "Forbidden"}
+    assert status == 403 and json.loads(body) == {"Message": FORBIDDEN}
 
 
 def test_an_iam_url_checks_the_signed_head_before_reading(lone_server: Server) -> None:

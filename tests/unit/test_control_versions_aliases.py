@@ -12,6 +12,7 @@ from lambdahost.errors import (
     PreconditionFailed,
     ResourceConflict,
     ResourceNotFound,
+    ValidationError,
 )
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
@@ -108,10 +109,12 @@ def test_weighted_routing_rules(services: Lambda) -> None:
             }
         )
 
+    # Weights outside [0.0, 1.0] and keys that are not versions are ValidationExceptions.
+    for weights, message in [({"2": 1.5}, "Map value must"), ({"$LATEST": 0.5}, "Map keys must")]:
+        with pytest.raises(ValidationError, match=message):
+            create("1", weights)
     for version, weights, message in [
-        ("1", {"2": 1.0}, "Invalid weight"),
         ("1", {"1": 0.5}, "already included"),
-        ("1", {"$LATEST": 0.5}, r"\$LATEST is not supported"),
         ("$LATEST", {"1": 0.5}, r"\$LATEST is not supported"),
         ("1", {"2": 0.1, "3": 0.1}, "cannot be greater than 1"),
     ]:

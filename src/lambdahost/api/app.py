@@ -13,9 +13,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lambdahost.api import sigv4
+from lambdahost.api.access_log import AccessLog
 from lambdahost.api.bodies import UnverifiedBodies, expected_size, read_body
 from lambdahost.api.lambda_ import function_urls
 from lambdahost.api.lambda_.codeurls import PREFIX as CODE_PREFIX
@@ -273,7 +274,8 @@ class FrontDoor:
             await self.app(scope, receive, send)
 
 
-def create_app(platform: Platform) -> FrontDoor:
+def create_app(platform: Platform, access_log: bool = False) -> ASGIApp:
+    """The server's ASGI app; `access_log` wraps it in `AccessLog` (nothing is paid when off)."""
     api = Gateway(platform)
 
     @contextlib.asynccontextmanager
@@ -285,4 +287,5 @@ def create_app(platform: Platform) -> FrontDoor:
             await platform.stop()
 
     routes = [Route(CODE_PREFIX + "{digest:str}", api.download_code, methods=["GET"])]
-    return FrontDoor(api, Starlette(routes=routes, lifespan=lifespan))
+    door = FrontDoor(api, Starlette(routes=routes, lifespan=lifespan))
+    return AccessLog(door) if access_log else door

@@ -38,6 +38,10 @@ def _check_structure(shape: Shape, value: Any, path: str, problems: list[str]) -
             _check(member, value[name], _member_path(path, name), problems)
 
 
+# Enums AWS lists in another order than botocore's model (recorded answer, localstack
+# test_lambda.snapshot.json: test_lambda_url_invalid_invoke_mode).
+_ENUM_ORDER = {"InvokeMode": ("RESPONSE_STREAM", "BUFFERED")}
+
 _INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
@@ -57,9 +61,10 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
             )
             return
         if "enum" in meta and value not in meta["enum"]:
+            listed = _ENUM_ORDER.get(shape.name, meta["enum"])
             problems.append(
                 f"Value '{shown}' at '{path}' failed to satisfy constraint: Member must satisfy "
-                f"enum value set: [{', '.join(meta['enum'])}]"
+                f"enum value set: [{', '.join(listed)}]"
             )
         if "min" in meta and len(value) < meta["min"]:
             problems.append(
@@ -96,6 +101,22 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
                 f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have "
                 f"value less than or equal to {high}"
             )
+    elif kind in ("double", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(
+                f"Value '{shown}' at '{path}' failed to satisfy constraint: Member must be a number"
+            )
+            return
+        if "max" in meta and value > meta["max"]:
+            problems.append(
+                f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have "
+                f"value less than or equal to {meta['max']}"
+            )
+        if "min" in meta and value < meta["min"]:
+            problems.append(
+                f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have "
+                f"value greater than or equal to {meta['min']}"
+            )
     elif kind == "blob":
         if not isinstance(value, bytes | bytearray):
             problems.append(
@@ -129,12 +150,52 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
         if not isinstance(value, dict):
             problems.append(f"Value at '{path}' failed to satisfy constraint: Member must be a map")
             return
-        for k, v in value.items():
-            _check(shape.key, k, f"{path}.key", problems)
-            if v is not None:
-                _check(shape.value, v, f"{path}.value", problems)
+        # AWS words a bad key or value once for the whole map, listing every constraint of
+        # the member (recorded answer, localstack test_lambda_api.snapshot.json:
+        # routing_config_exc_toohigh, routing_config_exc_version_latest).
+        for part, member, items in (
+            ("keys", shape.key, list(value)),
+            ("value", shape.value, list(value.values())),
+        ):
+            failed: list[str] = []
+            for item in items:
+                _check(member, item, "", failed)
+            if failed or (part == "value" and any(v is None for v in items)):
+                shown = "{" + ", ".join(f"{k}={_java(v)}" for k, v in value.items()) + "}"
+                problems.append(
+                    f"Value '{shown}' at '{path}' failed to satisfy constraint: Map {part} must "
+                    f"satisfy constraint: [{', '.join(_constraints(member, part == 'value'))}]"
+                )
     elif kind == "structure":
         _check_structure(shape, value, path, problems)
+
+
+def _constraints(shape: Shape, not_null: bool) -> list[str]:
+    """Every constraint of a map's key or value shape, in the order AWS lists them."""
+    meta = shape.metadata
+    found: list[str] = []
+    if shape.type_name == "string":
+        if "max" in meta:
+            found.append(f"Member must have length less than or equal to {meta['max']}")
+        if "min" in meta:
+            found.append(f"Member must have length greater than or equal to {meta['min']}")
+        if "pattern" in meta:
+            found.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
+    else:
+        if "max" in meta:
+            found.append(f"Member must have value less than or equal to {meta['max']}")
+        if "min" in meta:
+            found.append(f"Member must have value greater than or equal to {meta['min']}")
+    if not_null:
+        found.append("Member must not be null")
+    return found
+
+
+def _java(value: Any) -> str:
+    """A map value as Java's `toString` shows it."""
+    if isinstance(value, float):
+        return repr(value)
+    return "null" if value is None else str(value)
 
 
 @cache

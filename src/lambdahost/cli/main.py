@@ -133,6 +133,13 @@ def serve(
         help="Seconds a cold start may wait in line before it gets 429 TooManyRequests.",
     ),
     log_level: str = typer.Option("info", envvar="LAMBDAHOST_LOG_LEVEL"),
+    access_log: bool = typer.Option(
+        False,
+        "--access-log",
+        envvar="LAMBDAHOST_ACCESS_LOG",
+        help="Log one line per request (method, path without query, status, duration, "
+        "request id) on the lambdahost.access logger at INFO.",
+    ),
 ) -> None:
     """Start the API server."""
     import uvicorn
@@ -191,7 +198,7 @@ def serve(
         raise typer.Exit(1) from None
     console.print(f"[bold]lambdahost[/] listening on http://{host}:{port} (data in {data_dir})")
     uvicorn.run(
-        create_app(platform),
+        create_app(platform, access_log=access_log),
         host=host,
         port=port,
         loop="uvloop",

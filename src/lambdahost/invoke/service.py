@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdahost.config import Settings
-from lambdahost.control import jsontext
+from lambdahost.control import jackson, jsontext
 from lambdahost.control.lambda_.aliases import AliasService, pick_version
 from lambdahost.control.lambda_.functions import FunctionService
 from lambdahost.control.lambda_.values import FunctionConfiguration, FunctionVersion
@@ -311,9 +311,10 @@ def _checked_json(payload: bytes) -> bytes:
         return b"{}"
     try:
         jsontext.check(payload)  # valid JSON however deep: the function gets it as-is
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError):
         raise InvalidRequestContent(
-            f"Could not parse request body into json: Could not parse payload into json: {exc}"
+            "Could not parse request body into json: Could not parse payload into json: "
+            + jackson.describe(payload)
         ) from None
     return payload
 

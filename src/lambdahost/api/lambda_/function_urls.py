@@ -10,7 +10,8 @@ Access follows Lambda: an `AWS_IAM` URL takes requests SigV4-signed (service `la
 root credentials; a `NONE` URL takes anonymous requests only when the function's
 resource-based policy lets the public principal `lambda:InvokeFunctionUrl` (with
 `lambda:FunctionUrlAuthType` NONE) *and* `lambda:InvokeFunction` (with
-`lambda:InvokedViaFunctionUrl`), as Lambda requires of URLs created since October 2025.
+`lambda:InvokedViaFunctionUrl`), as Lambda documents for URLs created since October 2025
+(README, "Function URLs", has the evidence and why).
 CORS preflights are answered from the URL's `Cors` config without invoking the function.
 RESPONSE_STREAM URLs stream the function's response as it is produced (`url_streaming`)."""
 
@@ -33,7 +34,13 @@ from starlette.responses import Response, StreamingResponse
 
 from lambdahost.api import sigv4
 from lambdahost.api.bodies import Body, UnverifiedBodies, expected_size, read_body
-from lambdahost.api.lambda_.url_responses import UrlRejection, http_response, rejection_for
+from lambdahost.api.lambda_.url_responses import (
+    ACCESS_DENIED,
+    UrlRejection,
+    forbidden,
+    http_response,
+    rejection_for,
+)
 from lambdahost.config import Keyring, Settings
 from lambdahost.control.iam import Caller
 from lambdahost.control.lambda_.permissions import (
@@ -42,7 +49,7 @@ from lambdahost.control.lambda_.permissions import (
     PermissionService,
 )
 from lambdahost.control.lambda_.urls import FunctionUrl, UrlService
-from lambdahost.errors import LambdaError
+from lambdahost.errors import AccessDenied, LambdaError
 from lambdahost.invoke.service import Invoker
 
 log = logging.getLogger("lambdahost.api.urls")
@@ -116,7 +123,7 @@ class FunctionUrlFrontend:
             else:
                 status, headers, content, request_id = await self._invoke(url, event)
         except UrlRejection as exc:
-            status, headers, content = _message(exc.status, exc.message)
+            status, headers, content = _message(exc.status, exc.message, exc.error_type)
         except Exception:
             log.exception("internal error serving function URL %s", target.url_id)
             status, headers, content = _message(500, "Internal Server Error")
@@ -133,11 +140,18 @@ class FunctionUrlFrontend:
         return response
 
     async def _find(self, target: Target) -> FunctionUrl:
+        # A URL id nobody created (here, or in this region) answers 403 `{"Message":null}`
+        # (recorded AWS answer, localstack test_lambda.py test_lambda_url_non_existing_url);
+        # one whose alias was deleted answers 403 Forbidden (`UrlService.find` raises it).
+        unknown = UrlRejection(403, None, ACCESS_DENIED)
         if target.region is not None and target.region != self.settings.region:
-            raise UrlRejection(404, "Not Found")
-        url = await run_in_threadpool(self.urls.find, target.url_id)
+            raise unknown
+        try:
+            url = await run_in_threadpool(self.urls.find, target.url_id)
+        except AccessDenied:
+            raise forbidden() from None
         if url is None:
-            raise UrlRejection(404, "Not Found")
+            raise unknown
         return url
 
     # -- auth -----------------------------------------------------------------------------
@@ -185,7 +199,7 @@ class FunctionUrlFrontend:
                 self.permissions.allows, who, url.function_name, url.qualifier, INVOKE_FUNCTION_URL
             )
             if not allowed:
-                raise UrlRejection(403, "Forbidden")
+                raise forbidden()
         return body.data, caller
 
     def _account_of(self, access_key: str) -> str:
@@ -200,7 +214,7 @@ class FunctionUrlFrontend:
         permissions = self.permissions
         for action in (INVOKE_FUNCTION_URL, INVOKE_FUNCTION):
             if not permissions.allows_public(url.function_name, url.qualifier, action, context):
-                raise UrlRejection(403, "Forbidden")
+                raise forbidden()
 
     # -- the event ------------------------------------------------------------------------
 
@@ -306,8 +320,14 @@ class FunctionUrlFrontend:
         return status, headers, content, outcome.request_id
 
 
-def _message(status: int, message: str) -> tuple[int, list[tuple[str, str]], bytes]:
-    return status, [("content-type", "application/json")], json.dumps({"Message": message}).encode()
+def _message(
+    status: int, message: str | None, error_type: str | None = None
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = [("content-type", "application/json")]
+    if error_type:
+        headers.append(("x-amzn-errortype", error_type))
+    body = json.dumps({"Message": message}, separators=(",", ":")).encode()  # as AWS: compact
+    return status, headers, body
 
 
 def _as_text(body: bytes, content_type: str) -> str | None:

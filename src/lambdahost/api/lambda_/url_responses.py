@@ -16,13 +16,30 @@ from lambdahost.errors import LambdaError
 HOP_BY_HOP = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive"))
 
 
-class UrlRejection(Exception):
-    """A request the URL answers itself, without the function: status and JSON body."""
+# What a URL answers when its policy does not let the caller in, and when the alias it
+# pointed at was deleted: 403 with `x-amzn-ErrorType: AccessDeniedException` (recorded AWS
+# answers, localstack test_lambda.snapshot.json: test_lambda_permission_url_invocation and
+# test_lambda_url_persists_after_alias_delete).
+FORBIDDEN = (
+    "Forbidden. For troubleshooting Function URL authorization issues, see: "
+    "https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html"
+)
+ACCESS_DENIED = "AccessDeniedException"
 
-    def __init__(self, status: int, message: str) -> None:
+
+class UrlRejection(Exception):
+    """A request the URL answers itself, without the function: status and the JSON body
+    `{"Message":…}` (null for a URL id nobody created), with `x-amzn-ErrorType` when set."""
+
+    def __init__(self, status: int, message: str | None, error_type: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.error_type = error_type
+
+
+def forbidden() -> UrlRejection:
+    return UrlRejection(403, FORBIDDEN, ACCESS_DENIED)
 
 
 def http_response(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -12,7 +12,12 @@ from sqlalchemy.orm import Session
 
 from lambdahost.control.lambda_.functions import LATEST, FunctionService, check_revision
 from lambdahost.control.lambda_.paging import page
-from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
+from lambdahost.errors import (
+    InvalidParameterValue,
+    ResourceConflict,
+    ResourceNotFound,
+    ValidationError,
+)
 from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
 
 _NAME = re.compile(r"^(?!^[0-9]+$)[a-zA-Z0-9_-]{1,128}$")
@@ -135,18 +140,25 @@ class AliasService:
                 "$LATEST is not supported for an alias pointing to more than 1 version"
             )
         for extra, weight in weights.items():
-            if extra == LATEST:
-                raise InvalidParameterValue(
-                    "$LATEST is not supported for an alias pointing to more than 1 version"
+            if not re.fullmatch(r"[0-9]{1,1024}", extra):
+                raise _bad_weights(
+                    weights,
+                    "keys",
+                    "Member must have length less than or equal to 1024, Member must have "
+                    "length greater than or equal to 1, Member must satisfy regular expression "
+                    "pattern: [0-9]+",
                 )
             if extra == version:
                 raise InvalidParameterValue(
                     f"Invalid function version {extra}. Function version {extra} is already "
                     "included in routing configuration."
                 )
-            if not 0.0 <= float(weight) < 1.0:
-                raise InvalidParameterValue(
-                    "Invalid weight: the additional version weight must be in [0.0, 1.0)."
+            if not 0.0 <= float(weight) <= 1.0:
+                raise _bad_weights(
+                    weights,
+                    "value",
+                    "Member must have value less than or equal to 1.0, Member must have value "
+                    "greater than or equal to 0.0, Member must not be null",
                 )
             self._version(s, fn_name, extra)
         return {k: float(v) for k, v in weights.items()}
@@ -191,6 +203,16 @@ def pick_version(primary: str, routing: dict[str, float]) -> str:
             return extra
         roll -= weight
     return primary
+
+
+def _bad_weights(weights: dict[str, Any], part: str, constraints: str) -> ValidationError:
+    """AWS's wording for a bad AdditionalVersionWeights key or value (recorded answers,
+    localstack test_lambda_api.snapshot.json: routing_config_exc_toohigh/_version_latest)."""
+    shown = "{" + ", ".join(f"{k}={float(v)!r}" for k, v in weights.items()) + "}"
+    return ValidationError(
+        f"1 validation error detected: Value '{shown}' at 'routingConfig.additionalVersionWeights' "
+        f"failed to satisfy constraint: Map {part} must satisfy constraint: [{constraints}]"
+    )
 
 
 def _check_name(name: str) -> None:

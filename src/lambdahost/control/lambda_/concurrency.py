@@ -16,6 +16,13 @@ from lambdahost.store.tables import FunctionRow, ProvisionedConfigRow
 MIN_UNRESERVED = 100
 
 
+class ConcurrencyLimitExceeded(InvalidParameterValue):
+    """AWS's body for this one has `message` but no `Type` (recorded answer, localstack
+    test_lambda_api.snapshot.json: test_function_concurrency_limits)."""
+
+    error_type = None
+
+
 class ConcurrencyService:
     def __init__(
         self,
@@ -42,7 +49,7 @@ class ConcurrencyService:
                 )
             )
             if self.account_limit - int(others or 0) - value < MIN_UNRESERVED:
-                raise InvalidParameterValue(
+                raise ConcurrencyLimitExceeded(
                     "Specified ReservedConcurrentExecutions for function decreases account's "
                     f"UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}]."
                 )

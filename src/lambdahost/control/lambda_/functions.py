@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,7 +21,13 @@ from lambdahost.control.clock import last_modified, now_ms
 from lambdahost.control.lambda_ import rules
 from lambdahost.control.lambda_.changes import FunctionChanges
 from lambdahost.control.lambda_.code import CodeStore, b64
-from lambdahost.control.lambda_.names import LATEST, FunctionRef, function_arn, parse_function
+from lambdahost.control.lambda_.names import (
+    LATEST,
+    FunctionRef,
+    check_name_length,
+    function_arn,
+    parse_function,
+)
 from lambdahost.control.lambda_.states import (
     FunctionStates,
     check_changeable,
@@ -104,6 +111,7 @@ class FunctionService:
 
     def create(self, params: dict[str, Any]) -> dict[str, Any]:
         ref = self.ref(params["FunctionName"])
+        check_name_length(ref.name)
         if ref.qualifier:
             raise InvalidParameterValue("Function name must not include a qualifier on create.")
         # As AWS: the package's size before the configuration, the runtime last of those.
@@ -181,9 +189,14 @@ class FunctionService:
             if fn is None or row is None:
                 # The ARN carries the qualifier asked for (in the name or as Qualifier).
                 raise ResourceNotFound(f"Function not found: {self.arn(ref.name, asked)}")
+            # Environments are keyed by the row's revision, which only code and configuration
+            # changes renew: a settled transition or a tag renews RevisionId but not the code.
+            configuration = dataclasses.replace(
+                FunctionConfiguration.parse(row.config), revision_id=row.revision_id
+            )
             return FunctionVersion(
                 dict(row.config),
-                FunctionConfiguration.parse(row.config),
+                configuration,
                 row.code_sha256,
                 self.code.directory(row.code_sha256),
                 dict(fn.tags),
@@ -333,18 +346,30 @@ class FunctionService:
         with self.db.session() as s:
             fn = self._tagged(s, resource)
             fn.tags = {**fn.tags, **tags}
+            self._new_revision(s, fn.name)
 
     def untag(self, resource: str, keys: Sequence[str]) -> None:
         with self.db.session() as s:
             fn = self._tagged(s, resource)
             fn.tags = {k: v for k, v in fn.tags.items() if k not in keys}
+            self._new_revision(s, fn.name)
+
+    def _new_revision(self, s: Session, name: str) -> None:
+        """TagResource and UntagResource give `$LATEST` a new RevisionId, as Lambda does."""
+        row = s.get(VersionRow, (name, LATEST))
+        if row is not None:
+            row.config = {**row.config, "RevisionId": str(uuid.uuid4())}
 
     def _tagged(self, s: Session, resource: str) -> FunctionRow:
         if not resource.startswith("arn:"):
             raise InvalidParameterValue(f"Invalid ARN: {resource}")
         ref = self.ref(resource)
         if ref.qualifier:
-            raise InvalidParameterValue("Tags are only supported on unqualified function ARNs.")
+            # Recorded AWS answer (localstack test_lambda_api.snapshot.json, test_tag_versions).
+            raise InvalidParameterValue(
+                "Tags on function aliases and versions are not supported. Please specify a "
+                "function ARN."
+            )
         fn = s.get(FunctionRow, ref.name)
         if fn is None:
             raise ResourceNotFound(f"Function not found: {self.arn(ref.name)}")
@@ -390,12 +415,13 @@ def _no_qualifier(ref: FunctionRef) -> None:
         )
 
 
-def check_revision(expected: str | None, current: str) -> None:
-    """412 when the caller named a RevisionId (of a function, alias or policy) that is stale."""
+def check_revision(expected: str | None, current: str, api: str = "GetFunction/GetAlias") -> None:
+    """412 when the caller named a RevisionId (of a function, alias or policy) that is stale;
+    `api` is the call the message tells the client to read the current one with."""
     if expected and expected != current:
         raise PreconditionFailed(
             "The Revision Id provided does not match the latest Revision Id. Call the "
-            "GetFunction/GetAlias API to retrieve the latest Revision Id"
+            f"{api} API to retrieve the latest Revision Id"
         )
 
 

@@ -51,13 +51,20 @@ def parse_function(identifier: str, *, region: str, account_id: str) -> Function
         raise ResourceNotFound(
             f"Functions from '{m['region']}' are not reachable in this region ('{region}')"
         )
-    name = m["name"]
+    # A name longer than NAME_MAX is refused by CreateFunction (`check_name_length`); every
+    # other operation simply does not find it, as in Lambda.
+    return FunctionRef(m["name"], m["qualifier"])
+
+
+def check_name_length(name: str) -> None:
+    """CreateFunction's answer to a name over 64 characters: the validation wording, under
+    InvalidParameterValueException (recorded AWS answer, localstack
+    test_lambda_api.snapshot.json: function_name_too_long-create_function)."""
     if len(name) > NAME_MAX:
-        raise ValidationError(
+        raise InvalidParameterValue(
             f"1 validation error detected: Value '{name}' at 'functionName' failed to satisfy "
             f"constraint: Member must have length less than or equal to {NAME_MAX}"
         )
-    return FunctionRef(name, m["qualifier"])
 
 
 def function_arn(name: str, *, region: str, account_id: str, qualifier: str | None = None) -> str:

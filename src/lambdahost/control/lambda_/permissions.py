@@ -23,7 +23,7 @@ from lambdahost.control.iam import Caller, principal_matches
 from lambdahost.control.lambda_.changes import FunctionChanges
 from lambdahost.control.lambda_.functions import LATEST, FunctionService, check_revision
 from lambdahost.errors import InvalidParameterValue, LambdaError, ResourceConflict, ResourceNotFound
-from lambdahost.store.tables import FunctionPolicyRow, FunctionRow, VersionRow
+from lambdahost.store.tables import AliasRow, FunctionPolicyRow, FunctionRow, VersionRow
 
 POLICY_MAX = 20 * 1024  # bytes of policy document, as Lambda's limit
 INVOKE_FUNCTION = "lambda:InvokeFunction"
@@ -56,7 +56,16 @@ class PermissionService:
                     function_name=name, qualifier=qualifier, statements=[], revision_id=""
                 )
                 s.add(row)
-            check_revision(params.get("RevisionId"), row.revision_id)
+            # An alias's policy is guarded by the alias's own RevisionId (GetAlias tells it);
+            # the message names GetPolicy either way (recorded AWS answers, localstack
+            # test_lambda_api.snapshot.json: add_permission_alias_revision_exception).
+            alias = (
+                s.get(AliasRow, (name, qualifier))
+                if qualifier and not qualifier.isdigit()
+                else None
+            )
+            guard = alias.revision_id if alias is not None else row.revision_id
+            check_revision(params.get("RevisionId"), guard, "GetPolicy")
             if any(st["Sid"] == statement["Sid"] for st in row.statements):
                 raise ResourceConflict(
                     f"The statement id ({statement['Sid']}) provided already exists. Please "
@@ -90,7 +99,7 @@ class PermissionService:
             row = s.get(FunctionPolicyRow, (name, qualifier))
             if row is None or not any(st["Sid"] == statement_id for st in row.statements):
                 raise ResourceNotFound(f"Statement {statement_id} is not found in resource policy.")
-            check_revision(revision_id, row.revision_id)
+            check_revision(revision_id, row.revision_id, "GetPolicy")
             remaining = [st for st in row.statements if st["Sid"] != statement_id]
             if remaining:
                 row.statements = remaining

@@ -81,10 +81,9 @@ def check_environment(variables: dict[str, str]) -> None:
 
 def check_zip_size(size: int) -> None:
     if size > ZIPPED_MAX:
-        raise EntityTooLarge(
-            f"Zipped size must be smaller than {ZIPPED_MAX} bytes; upload larger packages as "
-            "layers or reduce the package."
-        )
+        # Recorded AWS answer (localstack test_lambda_api.snapshot.json,
+        # test_oversized_zipped_create_lambda).
+        raise EntityTooLarge(f"Zipped size must be smaller than {ZIPPED_MAX} bytes")
 
 
 def _range(name: str, value: int | None, low: int, high: int, unit: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -56,8 +57,13 @@ def updating(config: dict[str, Any]) -> None:
 
 
 def settled(config: dict[str, Any], failure: str | None) -> dict[str, Any]:
-    """`config` after its transition finished (`failure`: why the code is not usable)."""
+    """`config` after its transition finished (`failure`: why the code is not usable).
+
+    The transition is a change of its own: Lambda gives it a new RevisionId, so a client
+    holding the Pending/InProgress one gets 412 (PreconditionFailed) after it settled."""
     config = copy.deepcopy(config)
+    if config.get("State") == "Pending" or config.get("LastUpdateStatus") == "InProgress":
+        config["RevisionId"] = str(uuid.uuid4())
     if config.get("State") == "Pending":
         if failure:
             config.update(State="Failed", StateReason=failure, StateReasonCode="InternalError")

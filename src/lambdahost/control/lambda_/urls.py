@@ -20,6 +20,7 @@ from lambdahost.control.lambda_.changes import FunctionChanges
 from lambdahost.control.lambda_.functions import LATEST, FunctionService
 from lambdahost.control.lambda_.paging import page
 from lambdahost.errors import (
+    AccessDenied,
     InvalidParameterValue,
     ResourceConflict,
     ResourceNotFound,
@@ -70,12 +71,12 @@ class UrlService:
                 url_id=url_id(self.functions.settings.account_id, self.region, name, qualifier),
                 auth_type=params["AuthType"],
                 cors=cors,
-                invoke_mode=params.get("InvokeMode") or "BUFFERED",
+                invoke_mode=params.get("InvokeMode") or "",  # "": never set (BUFFERED)
                 created=now,
                 last_modified=now,
             )
             s.add(row)
-            rendered = self._render(row, port)
+            rendered = self._render(row, port, implicit_mode=False)
         rendered.pop("LastModifiedTime")  # CreateFunctionUrlConfig does not return it
         return rendered
 
@@ -95,7 +96,7 @@ class UrlService:
             if params.get("InvokeMode"):
                 row.invoke_mode = params["InvokeMode"]
             row.last_modified = _timestamp()
-            return self._render(row, port)
+            return self._render(row, port, implicit_mode=False)
 
     def delete(self, function: str, qualifier: str | None) -> None:
         name, qualifier = self._target(function, qualifier)
@@ -119,20 +120,20 @@ class UrlService:
     # -- serving --------------------------------------------------------------------------
 
     def find(self, url_id: str) -> FunctionUrl | None:
-        """The URL with this id, if it (and its alias) still exists."""
+        """The URL with this id, or None; AccessDenied when the alias it points at is gone."""
         with self.db.session() as s:
             row = s.scalars(select(FunctionUrlRow).where(FunctionUrlRow.url_id == url_id)).first()
             if row is None:
                 return None
             if row.qualifier and s.get(AliasRow, (row.function_name, row.qualifier)) is None:
-                return None  # the alias was deleted: its URL went with it
+                raise AccessDenied("The alias of this function URL was deleted.")
             return FunctionUrl(
                 url_id=row.url_id,
                 function_name=row.function_name,
                 qualifier=row.qualifier,
                 auth_type=row.auth_type,
                 cors=dict(row.cors) if row.cors else None,
-                invoke_mode=row.invoke_mode,
+                invoke_mode=row.invoke_mode or "BUFFERED",
             )
 
     def endpoint(self, url_id: str, port: int | None) -> str:
@@ -181,15 +182,21 @@ class UrlService:
     def _arn(self, name: str, qualifier: str) -> str:
         return self.functions.arn(name, qualifier or None)
 
-    def _render(self, row: FunctionUrlRow, port: int | None) -> dict[str, Any]:
+    def _render(
+        self, row: FunctionUrlRow, port: int | None, implicit_mode: bool = True
+    ) -> dict[str, Any]:
+        """The config as Get/List show it; Create and Update (`implicit_mode=False`) leave
+        `InvokeMode` out while the caller never set it, as Lambda does (recorded AWS answers,
+        localstack test_lambda_api.snapshot.json: test_url_config_lifecycle)."""
         config: dict[str, Any] = {
             "FunctionUrl": self.endpoint(row.url_id, port),
             "FunctionArn": self._arn(row.function_name, row.qualifier),
             "AuthType": row.auth_type,
             "CreationTime": row.created,
             "LastModifiedTime": row.last_modified,
-            "InvokeMode": row.invoke_mode,
         }
+        if row.invoke_mode or implicit_mode:
+            config["InvokeMode"] = row.invoke_mode or "BUFFERED"
         if row.cors:
             config["Cors"] = dict(row.cors)
         return config
