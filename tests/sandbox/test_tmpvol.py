@@ -92,7 +92,16 @@ def _mounts_under(path: Path) -> list[str]:
     return [line for line in text.splitlines() if str(path) in line]
 
 
-def _loops_under(path: Path) -> list[str]:
+def _loops_under(path: Path, settle_s: float = 30.0) -> list[str]:
+    """Loop devices still backed by files under `path`. The kernel detaches an autoclear
+    device after its last close asynchronously, so wait (up to `settle_s`) for that."""
+    deadline = time.monotonic() + settle_s
+    while (found := _attached_under(path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+def _attached_under(path: Path) -> list[str]:
     found = []
     for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
         try:
