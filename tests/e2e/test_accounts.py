@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import boto3
@@ -271,3 +272,25 @@ def test_an_accounts_resources_survive_a_restart_and_run_async(tmp_path) -> None
         assert json.loads(out["Payload"].read()) == {"again": True}
     finally:
         server.kill()
+
+
+def test_urls_of_a_deleted_alias_are_refused_with_several_accounts(
+    server: Server,
+    lam,  # noqa: ANN001
+    lam_b,  # noqa: ANN001
+) -> None:
+    """Finding which account owns a URL must not trip over a URL whose alias is gone: it
+    answers 403 Forbidden, as with one account, never a 500."""
+    name = unique("urlgone")
+    create_function(lam_b, name)
+    lam_b.publish_version(FunctionName=name)
+    lam_b.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    config = lam_b.create_function_url_config(FunctionName=name, AuthType="NONE", Qualifier="live")
+    url_id = re.match(r"https?://([a-z0-9]{32})\.", config["FunctionUrl"])[1]  # type: ignore[index]
+    lam_b.delete_alias(FunctionName=name, Name="live")
+    lam.list_functions()  # the default account is open too
+    request = urllib.request.Request(f"{server.url}/_lambdahost/url/{url_id}/")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 403
+    assert refused.value.headers["x-amzn-errortype"] == "AccessDeniedException"

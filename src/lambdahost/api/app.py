@@ -197,7 +197,7 @@ class Gateway:
         owner = self.platform.default
         if len(planes) > 1:
             for plane in planes:
-                if await asyncio.to_thread(plane.urls.find, url_id) is not None:
+                if await asyncio.to_thread(plane.urls.owns, url_id):
                     owner = plane
                     break
         frontend = self._url_frontends.get(owner.account_id)

@@ -306,6 +306,7 @@ class ZygoteSandbox(CgroupSandbox):
         os.set_blocking(stderr_fd, False)
         self._loop.add_reader(stderr_fd, self._read_stderr)
         self._destroyed = False
+        self._killed = False  # every task SIGKILLed and the cgroups removed
         self._destroy_lock = asyncio.Lock()
 
     @property
@@ -358,6 +359,8 @@ class ZygoteSandbox(CgroupSandbox):
         return self.status
 
     def alive(self) -> bool:
+        if self._killed:  # with its cgroup, even if its exit report is still on the way
+            return False
         return self.status is None and not (self._pidfd >= 0 and _pidfd_exited(self._pidfd))
 
     # -- control -------------------------------------------------------------------------------
@@ -372,6 +375,7 @@ class ZygoteSandbox(CgroupSandbox):
                 return
             try:
                 await _discard(self.cgroups)
+                self._killed = True
                 self.gone()
             finally:
                 self._destroyed = True

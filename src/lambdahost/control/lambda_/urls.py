@@ -119,6 +119,12 @@ class UrlService:
 
     # -- serving --------------------------------------------------------------------------
 
+    def owns(self, url_id: str) -> bool:
+        """Whether a URL with this id was created in this account (whatever its state)."""
+        with self.db.session() as s:
+            query = select(FunctionUrlRow.url_id).where(FunctionUrlRow.url_id == url_id)
+            return s.scalars(query).first() is not None
+
     def find(self, url_id: str) -> FunctionUrl | None:
         """The URL with this id, or None; AccessDenied when the alias it points at is gone."""
         with self.db.session() as s:
