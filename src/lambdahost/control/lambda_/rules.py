@@ -72,8 +72,8 @@ def check_layer_versions(arns: list[str]) -> None:
 
 
 def check_tag_count(tags: dict[str, str]) -> None:
-    """50 tags a function (recorded AWS answer, localstack test_lambda_api.snapshot.json,
-    test_tag_limits; the limit: https://docs.aws.amazon.com/lambda/latest/dg/tagging.html)."""
+    """50 tags a function, counting those it has (recorded AWS answers, localstack
+    test_lambda_api.snapshot.json, test_tag_limits: 50 taken, a 51st refused)."""
     if len(tags) > MAX_TAGS:
         raise InvalidParameterValue("Number of tags exceeds resource tag limit.")
 
