@@ -21,6 +21,7 @@ from lambdahost.control.lambda_.layers import (
     SharedLayer,
     layer_access_denied,
 )
+from lambdahost.control.lambda_.mappings import EventSourceMappings
 from lambdahost.control.lambda_.permissions import PermissionService
 from lambdahost.control.lambda_.states import FunctionStates, thread_timer
 from lambdahost.control.lambda_.urls import UrlService
@@ -87,6 +88,7 @@ class AccountPlane:
         self.urls = UrlService(self.functions, self.changes)
         self.permissions = PermissionService(self.functions, self.changes)
         self.event_configs = EventConfigService(settings, self.functions)
+        self.mappings = EventSourceMappings()
         self.concurrency = ConcurrencyService(
             self.functions, settings.account_concurrency, self._refresh_reserved
         )

@@ -91,10 +91,10 @@ def test_rules_and_delete(lam, provisioned: str) -> None:
         lam.put_provisioned_concurrency_config(
             FunctionName=provisioned, Qualifier="99", ProvisionedConcurrentExecutions=1
         )
-    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+    with pytest.raises(lam.exceptions.ProvisionedConcurrencyConfigNotFoundException):
         lam.get_provisioned_concurrency_config(FunctionName=provisioned, Qualifier="1")
     lam.delete_provisioned_concurrency_config(FunctionName=provisioned, Qualifier="live")
-    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+    with pytest.raises(lam.exceptions.ProvisionedConcurrencyConfigNotFoundException):
         lam.get_provisioned_concurrency_config(FunctionName=provisioned, Qualifier="live")
 
 

@@ -59,7 +59,9 @@ def test_invoke_versions(lam, versioned: str) -> None:
 
 
 def test_publish_guards(lam, versioned: str) -> None:
-    with pytest.raises(lam.exceptions.PreconditionFailedException):
+    # A wrong CodeSha256 is a 400 (recorded AWS answer, localstack
+    # test_lambda_api.snapshot.json: test_publish_with_wrong_sha256).
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
         lam.publish_version(FunctionName=versioned, CodeSha256="wrong")
     with pytest.raises(lam.exceptions.PreconditionFailedException):
         lam.publish_version(FunctionName=versioned, RevisionId="wrong")

@@ -301,8 +301,10 @@ def platform_failure(spec: FunctionSpec, error: Exception) -> LambdaError:
 
 
 def log_tail(result: InvokeResult) -> str:
-    """`LogResult`: the last 4 KB of the invoke's log, base64-encoded."""
-    text = "".join(line for _, line in result.log_lines).encode()
+    """`LogResult`: the last 4 KB of the invoke's log, base64-encoded. The platform's
+    INIT_START line goes to the log stream only, as in Lambda (issue 12)."""
+    lines = (line for _, line in result.log_lines if not line.startswith("INIT_START "))
+    text = "".join(lines).encode()
     return base64.b64encode(text[-TAIL_BYTES:]).decode()
 
 

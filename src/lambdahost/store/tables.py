@@ -28,6 +28,8 @@ class FunctionRow(Base):
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     last_version: Mapped[int] = mapped_column(Integer, default=0)
     reserved_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # PutFunctionRecursionConfig's RecursiveLoop (Allow | Terminate); None: never set, Terminate
+    recursive_loop: Mapped[str | None] = mapped_column(Name(16), nullable=True)
 
 
 class VersionRow(Base):

@@ -32,9 +32,18 @@ class FunctionHandlers:
     @operation("CreateFunction")
     async def create_function(self, call: Call) -> Output:
         config = await run_in_threadpool(self.functions.create, call.params)
-        return await self._publish_if_asked(call, config)
+        published = await self._publish_if_asked(call, config)
+        if published is not config:
+            # AWS answers the new version's configuration under the function's own ARN
+            # (recorded AWS answers, localstack test_lambda_api.snapshot.json:
+            # test_publish_version_on_create, test_list_functions create_response_1).
+            published = {**published, "FunctionArn": config["FunctionArn"]}
+        return published
 
     async def _publish_if_asked(self, call: Call, config: Output) -> Output:
+        """With Publish=True, the version published with the change: Pending until it
+        settles, as AWS answers (localstack test_lambda.snapshot.json:
+        update_lambda_response_with_publish)."""
         if not call.params.get("Publish"):
             return config
         return await run_in_threadpool(
@@ -125,3 +134,20 @@ class FunctionHandlers:
             },
             "AccountUsage": {"TotalCodeSize": total, "FunctionCount": count},
         }
+
+    @operation("GetFunctionRecursionConfig")
+    async def get_function_recursion_config(self, call: Call) -> Output:
+        return await run_in_threadpool(self.functions.recursion_config, call.params["FunctionName"])
+
+    @operation("PutFunctionRecursionConfig")
+    async def put_function_recursion_config(self, call: Call) -> Output:
+        p = call.params
+        return await run_in_threadpool(
+            self.functions.put_recursion_config, p["FunctionName"], p["RecursiveLoop"]
+        )
+
+    @operation("GetFunctionCodeSigningConfig")
+    async def get_function_code_signing_config(self, call: Call) -> Output:
+        return await run_in_threadpool(
+            self.functions.code_signing_config, call.params["FunctionName"]
+        )

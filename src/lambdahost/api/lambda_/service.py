@@ -8,6 +8,7 @@ from lambdahost.api.lambda_.event_configs import EventConfigHandlers
 from lambdahost.api.lambda_.functions import FunctionHandlers
 from lambdahost.api.lambda_.invoke import InvokeHandlers
 from lambdahost.api.lambda_.layers import LayerHandlers
+from lambdahost.api.lambda_.mappings import MappingHandlers
 from lambdahost.api.lambda_.permissions import PermissionHandlers
 from lambdahost.api.lambda_.streaming import StreamingHandlers
 from lambdahost.api.lambda_.urls import UrlHandlers
@@ -37,5 +38,6 @@ def lambda_api(platform: AccountPlane, code_urls: CodeUrls) -> ServiceApi:
         EventConfigHandlers(p.event_configs),
         PermissionHandlers(p.permissions),
         UrlHandlers(p.urls),
+        MappingHandlers(p.mappings),
     )
     return ServiceApi(service_model("lambda"), handlers, body_limit=lambda_body_limit)

@@ -13,8 +13,16 @@ from lambdahost.control.lambda_.functions import LATEST, FunctionService
 from lambdahost.control.lambda_.paging import page
 from lambdahost.control.lambda_.targets import check_target
 from lambdahost.control.lambda_.values import AsyncPolicy
-from lambdahost.errors import ResourceNotFound
+from lambdahost.errors import InvalidParameterValue, ResourceNotFound
 from lambdahost.store.tables import EventInvokeConfigRow, FunctionRow
+
+SETTINGS = ("MaximumRetryAttempts", "MaximumEventAgeInSeconds", "DestinationConfig")
+# Recorded AWS answers (localstack test_lambda_api.snapshot.json,
+# test_lambda_eventinvokeconfig_exceptions: put_functionname_nootherargs, put_functionname_
+# name_notfound, put_alias_doesnotexist, list_function_doesnotexist, update_eventinvokeconfig_
+# function_doesnotexist).
+NO_SETTINGS = "You must specify at least one of error handling or destination setting."
+NO_FUNCTION = "The function doesn't exist."
 
 
 class EventConfigService:
@@ -24,14 +32,18 @@ class EventConfigService:
         self.db = functions.db
 
     def put(self, params: dict[str, Any], *, merge: bool = False) -> dict[str, Any]:
-        name, qualifier = self._target(params["FunctionName"], params.get("Qualifier"))
+        if not merge and all(params.get(key) is None for key in SETTINGS):
+            raise InvalidParameterValue(NO_SETTINGS)  # before the function is looked up
+        name, qualifier = self._target(
+            params["FunctionName"], params.get("Qualifier"), missing_function=True
+        )
         self.check_destinations(params.get("DestinationConfig") or {})
         with self.db.session() as s:
             row = s.get(EventInvokeConfigRow, (name, qualifier))
             if merge and row is None:
                 self._row(s, name, qualifier)  # raises the AWS error
             config = dict(row.config) if (merge and row is not None) else {}
-            for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds", "DestinationConfig"):
+            for key in SETTINGS:
                 if params.get(key) is not None:
                     config[key] = params[key]
             if row is None:
@@ -60,7 +72,7 @@ class EventConfigService:
         name = self.functions.ref(identifier).name
         with self.db.session() as s:
             if s.get(FunctionRow, name) is None:
-                raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
+                raise ResourceNotFound(NO_FUNCTION)
             rows = [
                 self._render(r)
                 for r in s.scalars(
@@ -88,10 +100,16 @@ class EventConfigService:
         check_target(self.settings, arn)
 
     def _target(
-        self, identifier: str, qualifier: str | None, *, missing_config: bool = False
+        self,
+        identifier: str,
+        qualifier: str | None,
+        *,
+        missing_config: bool = False,
+        missing_function: bool = False,
     ) -> tuple[str, str]:
         """The function and qualifier; 404 unless both exist. Get and Delete word a missing
-        function as a missing config (`missing_config`), as AWS answers them."""
+        function as a missing config (`missing_config`), Put and Update as a function that
+        doesn't exist (`missing_function`), as AWS answers them."""
         ref = self.functions.ref(identifier)
         qualifier = ref.qualified(qualifier) or LATEST
         with self.db.session() as s:
@@ -100,6 +118,8 @@ class EventConfigService:
             except ResourceNotFound:
                 if missing_config:
                     self._row(s, ref.name, qualifier)  # raises: there is no config either
+                if missing_function:
+                    raise ResourceNotFound(NO_FUNCTION) from None
                 raise
         return ref.name, qualifier
 

@@ -41,15 +41,39 @@ from lambdahost.errors import (
     PreconditionFailed,
     ResourceConflict,
     ResourceNotFound,
+    ValidationError,
 )
 from lambdahost.runtimes import policy
 from lambdahost.store.db import Database
-from lambdahost.store.tables import AliasRow, FunctionRow, VersionRow
+from lambdahost.store.tables import AliasRow, FunctionRow, LayerVersionRow, VersionRow
 
 log = logging.getLogger("lambdahost.control")
 
 # LATEST lives in `names`; the other services import it from here, with the service.
-__all__ = ["LATEST", "FunctionService", "FunctionVersion", "check_revision"]
+__all__ = [
+    "LATEST",
+    "STATE_FIELDS",
+    "FunctionService",
+    "FunctionVersion",
+    "check_revision",
+    "listed_configuration",
+]
+
+# What GetFunction shows and lists leave out: "ListFunctions returns a subset of the
+# FunctionConfiguration fields. To get the additional fields (State, StateReasonCode,
+# StateReason, LastUpdateStatus, LastUpdateStatusReason, LastUpdateStatusReasonCode) for a
+# function or version, use GetFunction." (https://docs.aws.amazon.com/lambda/latest/api/
+# API_ListFunctions.html). RuntimeVersionConfig is left out too (recorded AWS answers,
+# localstack test_lambda_api.snapshot.json: test_list_functions, list_versions_result).
+STATE_FIELDS = (
+    "State",
+    "StateReason",
+    "StateReasonCode",
+    "LastUpdateStatus",
+    "LastUpdateStatusReason",
+    "LastUpdateStatusReasonCode",
+)
+NOT_LISTED = (*STATE_FIELDS, "RuntimeVersionConfig")
 
 # Configuration members a client may set, with the values AWS fills in when absent.
 DEFAULTS: dict[str, Any] = {
@@ -62,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "EphemeralStorage": {"Size": 512},
     "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
 }
+DEFAULT_RECURSIVE_LOOP = "Terminate"
 SETTABLE = (
     "Role",
     "Handler",
@@ -117,6 +142,7 @@ class FunctionService:
         # As AWS: the package's size before the configuration, the runtime last of those.
         rules.check_zip_size(len((params.get("Code") or {}).get("ZipFile") or b""))
         rules.check_configuration(params)
+        rules.check_tag_count(params.get("Tags") or {})
         self._check_dead_letter(params)
         if not params.get("Runtime") or not params.get("Handler"):
             raise InvalidParameterValue(
@@ -140,11 +166,7 @@ class FunctionService:
         }
         self._runtime_version(config)
         config["Architectures"] = list(params.get("Architectures") or ["x86_64"])
-        config["LoggingConfig"] = {
-            "LogFormat": "Text",
-            "LogGroup": f"/aws/lambda/{ref.name}",
-            **(params.get("LoggingConfig") or {}),
-        }
+        config["LoggingConfig"] = logging_config(ref.name, params.get("LoggingConfig"))
         layer_digests = self.code.attach_layers(config, params.get("Layers"), digest)
         with self.db.session() as s:
             if s.get(FunctionRow, ref.name) is not None:
@@ -216,16 +238,26 @@ class FunctionService:
             rows = sorted(s.scalars(query), key=_listing_order)
         rows = [r for r in rows if _listing_order(r) > _marker_order(after)]
         page = rows[:limit]
-        result: dict[str, Any] = {"Functions": [dict(r.config) for r in page]}
+        listed = [listed_configuration(r.config, qualified=all_versions) for r in page]
+        result: dict[str, Any] = {"Functions": listed}
         if len(rows) > limit:
             result["NextMarker"] = _encode_marker(page[-1].function_name, page[-1].version)
         return result
 
     def count_and_size(self) -> tuple[int, int]:
+        """GetAccountSettings' AccountUsage: the functions, and the bytes of "deployment
+        packages and layer archives" (https://docs.aws.amazon.com/lambda/latest/api/
+        API_AccountUsage.html): every version's package, published ones too, and every
+        layer version not deleted."""
         with self.db.session() as s:
             count = s.scalar(select(func.count()).select_from(FunctionRow)) or 0
             sizes = s.scalars(select(VersionRow.config)).all()
-        return count, sum(int(c.get("CodeSize", 0)) for c in sizes)
+            layers = s.scalars(
+                select(LayerVersionRow.info).where(LayerVersionRow.deleted.is_(False))
+            ).all()
+        packages = sum(int(c.get("CodeSize", 0)) for c in sizes)
+        archives = sum(int((info.get("Content") or {}).get("CodeSize", 0)) for info in layers)
+        return count, packages + archives
 
     def require(self, s: Session, name: str, qualifier: str | None = None) -> None:
         """404 unless the function exists, and so does the version or alias `qualifier` names
@@ -270,18 +302,24 @@ class FunctionService:
             for key in SETTABLE:
                 if key in params and params[key] is not None:
                     config[key] = copy.deepcopy(params[key])
+            environment = params.get("Environment")
+            if environment is not None:
+                # `Environment: {}` leaves the variables as they are; `{"Variables": {}}`
+                # clears them, and the function shows `Environment: {Variables: {}}` from then
+                # on, as one created with it does (recorded AWS answers, localstack
+                # test_lambda_api.snapshot.json: functions created with empty variables).
+                previous = (row.config.get("Environment") or {}).get("Variables")
+                variables = environment.get("Variables", previous)
+                if variables is None:
+                    config.pop("Environment", None)
+                else:
+                    config["Environment"] = {"Variables": dict(variables)}
             if params.get("LoggingConfig") is not None:
-                config["LoggingConfig"] = {
-                    "LogFormat": "Text",
-                    "LogGroup": f"/aws/lambda/{ref.name}",
-                    **params["LoggingConfig"],
-                }
+                config["LoggingConfig"] = logging_config(ref.name, params["LoggingConfig"])
             if params.get("Layers") is not None:
                 row.layer_digests = self.code.attach_layers(
                     config, params["Layers"], row.code_sha256
                 )
-            if config.get("Environment") == {"Variables": {}}:
-                config.pop("Environment")
             self._runtime_version(config)
 
         return self._update(ref.name, params.get("RevisionId"), change)
@@ -343,16 +381,60 @@ class FunctionService:
             return dict(self._tagged(s, resource).tags)
 
     def tag(self, resource: str, tags: dict[str, str]) -> None:
+        if not tags:
+            # Recorded AWS answer (localstack test_lambda_api.snapshot.json,
+            # test_tag_exceptions: tag_empty_tags).
+            raise InvalidParameterValue("An error occurred and the request cannot be processed.")
         with self.db.session() as s:
             fn = self._tagged(s, resource)
-            fn.tags = {**fn.tags, **tags}
+            merged = {**fn.tags, **tags}
+            rules.check_tag_count(merged)
+            fn.tags = merged
             self._new_revision(s, fn.name)
 
     def untag(self, resource: str, keys: Sequence[str]) -> None:
+        if not keys:
+            # An empty list leaves no `tagKeys` in the query string: AWS reads it as missing
+            # (recorded: test_tag_exceptions, untag_empty_keys).
+            raise ValidationError(
+                "1 validation error detected: Value null at 'tagKeys' failed to satisfy "
+                "constraint: Member must not be null"
+            )
         with self.db.session() as s:
             fn = self._tagged(s, resource)
             fn.tags = {k: v for k, v in fn.tags.items() if k not in keys}
             self._new_revision(s, fn.name)
+
+    # -- settings kept beside the configuration -----------------------------------------
+
+    def recursion_config(self, identifier: str) -> dict[str, Any]:
+        """GetFunctionRecursionConfig: Terminate unless set (https://docs.aws.amazon.com/
+        lambda/latest/api/API_GetFunctionRecursionConfig.html)."""
+        with self.db.session() as s:
+            fn = self._function(s, identifier)
+            return {"RecursiveLoop": fn.recursive_loop or DEFAULT_RECURSIVE_LOOP}
+
+    def put_recursion_config(self, identifier: str, recursive_loop: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            fn = self._function(s, identifier)
+            fn.recursive_loop = recursive_loop
+        return {"RecursiveLoop": recursive_loop}
+
+    def code_signing_config(self, identifier: str) -> dict[str, Any]:
+        """GetFunctionCodeSigningConfig. No function has one here yet: AWS answers an empty
+        document for a function without one (recorded AWS answer, localstack
+        test_lambda_api.snapshot.json, test_code_signing_not_found:
+        get_function_csc_fnwithoutcsc)."""
+        with self.db.session() as s:
+            self._function(s, identifier)
+        return {}
+
+    def _function(self, s: Session, identifier: str) -> FunctionRow:
+        name = self.ref(identifier).name
+        fn = s.get(FunctionRow, name)
+        if fn is None:
+            raise ResourceNotFound(f"Function not found: {self.arn(name)}")
+        return fn
 
     def _new_revision(self, s: Session, name: str) -> None:
         """TagResource and UntagResource give `$LATEST` a new RevisionId, as Lambda does."""
@@ -413,6 +495,28 @@ def _no_qualifier(ref: FunctionRef) -> None:
         raise InvalidParameterValue(
             "Qualifiers are not allowed on this operation; use the function name."
         )
+
+
+def logging_config(name: str, asked: dict[str, Any] | None) -> dict[str, Any]:
+    """LoggingConfig with AWS's defaults: Text to the function's own group; JSON logs at INFO
+    unless a level is asked for (recorded AWS answers, localstack test_lambda_api.snapshot
+    .json: TestLoggingConfig; https://docs.aws.amazon.com/lambda/latest/dg/
+    monitoring-cloudwatchlogs-advanced.html)."""
+    config = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{name}", **(asked or {})}
+    if config["LogFormat"] == "JSON":
+        config.setdefault("ApplicationLogLevel", "INFO")
+        config.setdefault("SystemLogLevel", "INFO")
+    return config
+
+
+def listed_configuration(config: dict[str, Any], *, qualified: bool) -> dict[str, Any]:
+    """A version's configuration as ListFunctions and ListVersionsByFunction show it: without
+    the state fields, and `$LATEST` with a qualified ARN where versions are listed with it
+    (`qualified`: FunctionVersion=ALL, ListVersionsByFunction)."""
+    listed = {k: v for k, v in config.items() if k not in NOT_LISTED}
+    if qualified and config.get("Version") == LATEST:
+        listed["FunctionArn"] = f"{config['FunctionArn']}:{LATEST}"
+    return listed
 
 
 def check_revision(expected: str | None, current: str, api: str = "GetFunction/GetAlias") -> None:

@@ -157,6 +157,7 @@ class LayerService:
     # -- reading --------------------------------------------------------------------------
 
     def get(self, layer: str, version: int) -> dict[str, Any]:
+        _check_version_number(version)
         with self.db.session() as s:
             row = self._row(s, self.name_of(layer), version)
             return self._render(row)
@@ -216,6 +217,7 @@ class LayerService:
         return page(items, "Layers", marker, max_items)
 
     def delete(self, layer: str, version: int) -> None:
+        _check_version_number(version)
         with self.db.session() as s:
             row = s.get(LayerVersionRow, (self.name_of(layer), version))
             if row is not None:
@@ -332,6 +334,14 @@ class LayerService:
 
     def _render(self, row: LayerVersionRow) -> dict[str, Any]:
         return copy.deepcopy(dict(row.info))  # the caller may add to it
+
+
+def _check_version_number(version: int) -> None:
+    # Recorded AWS answers (localstack test_lambda_api.snapshot.json, test_layer_exceptions:
+    # get_layer_version_exc_layer_version_doesnotexist_negative/_zero,
+    # delete_layer_version_exc_layerversion_invalid_version).
+    if version < 1:
+        raise InvalidParameterValue("Layer Version Cannot be less than 1")
 
 
 def _grants(policy: dict[str, Any], caller: Caller) -> bool:

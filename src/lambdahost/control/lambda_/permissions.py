@@ -29,6 +29,8 @@ POLICY_MAX = 20 * 1024  # bytes of policy document, as Lambda's limit
 INVOKE_FUNCTION = "lambda:InvokeFunction"
 INVOKE_FUNCTION_URL = "lambda:InvokeFunctionUrl"
 _ACCOUNT = re.compile(r"^\d{12}$")
+_IAM_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:(iam|sts)::\d{12}:\S+$")
+_SERVICE = re.compile(r"^[a-z0-9][a-z0-9.-]*\.(amazonaws\.com(\.cn)?|amazon\.com)$")
 
 
 class PolicyLengthExceeded(LambdaError):
@@ -219,16 +221,20 @@ def _document(statements: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _principal(principal: str) -> str | dict[str, str]:
+    """The statement's Principal for AddPermission's: `*`, an account id, an IAM ARN, or a
+    service (`<name>.amazonaws.com`, or Alexa's `<name>.amazon.com`)."""
     if principal == "*":
         return "*"
     if _ACCOUNT.match(principal):
         return {"AWS": f"arn:aws:iam::{principal}:root"}
-    if principal.startswith("arn:"):
+    if _IAM_ARN.match(principal):
         return {"AWS": principal}
-    if "." in principal:
+    if _SERVICE.match(principal):
         return {"Service": principal}
+    # Recorded AWS answer (localstack test_lambda_api.snapshot.json,
+    # test_permission_exceptions: add_permission_principal_invalid, "invalid.nonaws.com").
     raise InvalidParameterValue(
-        f"The principal {principal} is invalid: use *, an account id, an IAM ARN or a service."
+        "The provided principal was invalid. Please check the principal and try again."
     )
 
 

@@ -15,6 +15,7 @@ TIMEOUT_MIN, TIMEOUT_MAX = 1, 900
 EPHEMERAL_MIN, EPHEMERAL_MAX = 512, 10_240
 ENV_MAX_BYTES = 4 * 1024
 MAX_LAYERS = 5
+MAX_TAGS = 50
 ZIPPED_MAX = 50 * 1024 * 1024
 UNZIPPED_MAX = 262_144_000
 REQUEST_MAX = 70_167_211  # CreateFunction/UpdateFunctionCode body with a base64 zip
@@ -41,6 +42,8 @@ def check_configuration(params: dict[str, Any]) -> None:
     layers = params.get("Layers")
     if layers is not None and len(layers) > MAX_LAYERS:
         raise InvalidParameterValue(f"Cannot reference more than {MAX_LAYERS} layers.")
+    if layers:
+        check_layer_versions(layers)
     # AWS's own checks come first; the runtime last (`runtimes.policy` decides).
     check_runtime(params.get("Runtime"))
     if params.get("PackageType") == "Image":
@@ -51,6 +54,28 @@ def check_configuration(params: dict[str, Any]) -> None:
         raise InvalidParameterValue("VpcConfig is not supported by lambdahost yet.")
     if params.get("FileSystemConfigs"):
         raise InvalidParameterValue("FileSystemConfigs are not supported by lambdahost yet.")
+
+
+def check_layer_versions(arns: list[str]) -> None:
+    """One version of each layer: the first pair naming one layer twice is refused, even the
+    same version twice (recorded AWS answers, localstack test_lambda_api.snapshot.json,
+    test_layer_function_exceptions: two_/three_/two_identical_layer_versions...)."""
+    seen: dict[str, str] = {}
+    for arn in arns:
+        layer = arn.rsplit(":", 1)[0]
+        if layer in seen:
+            raise InvalidParameterValue(
+                "Two different versions of the same layer are not allowed to be referenced in "
+                f"the same function. {seen[layer]} and {arn} are versions of the same layer."
+            )
+        seen[layer] = arn
+
+
+def check_tag_count(tags: dict[str, str]) -> None:
+    """50 tags a function, counting those it has (recorded AWS answers, localstack
+    test_lambda_api.snapshot.json, test_tag_limits: 50 taken, a 51st refused)."""
+    if len(tags) > MAX_TAGS:
+        raise InvalidParameterValue("Number of tags exceeds resource tag limit.")
 
 
 def check_runtime(runtime: str | None) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import select
 
 from lambdahost.control.lambda_.code import CodeStore
-from lambdahost.control.lambda_.names import LATEST
 from lambdahost.errors import ResourceConflict
 from lambdahost.store.db import Database
 from lambdahost.store.tables import VersionRow
@@ -86,7 +85,8 @@ def settled(config: dict[str, Any], failure: str | None) -> dict[str, Any]:
 
 
 class FunctionStates:
-    """Settles `$LATEST` after a create or update, now or after `delay_s`."""
+    """Settles `$LATEST` after a create or update (and a version published with it), now or
+    after `delay_s`."""
 
     def __init__(self, db: Database, code: CodeStore, delay_s: float, schedule: Scheduler) -> None:
         self.db = db
@@ -98,20 +98,26 @@ class FunctionStates:
         self.schedule(self.delay_s, lambda: self.settle(name))
 
     def settle(self, name: str) -> None:
-        """Move a Pending function to Active, an InProgress update to Successful."""
+        """Move a Pending function to Active, an InProgress update to Successful, and a
+        version published with the change (Publish=True) from Pending to Active."""
         with self.db.session() as s:
-            row = s.get(VersionRow, (name, LATEST))
-            if row is None or row.settled:
-                return
-            row.config = settled(row.config, self.code.prepare(row.code_sha256))
-            row.settled = True
+            rows = s.scalars(
+                select(VersionRow).where(
+                    VersionRow.function_name == name, VersionRow.settled.is_(False)
+                )
+            ).all()
+            for row in rows:
+                row.config = settled(row.config, self.code.prepare(row.code_sha256))
+                row.settled = True
 
     def settle_unfinished(self) -> int:
         """Finish transitions a killed server left Pending/InProgress. Returns how many."""
         with self.db.session() as s:
-            names = s.scalars(
-                select(VersionRow.function_name).where(VersionRow.settled.is_(False))
-            ).all()
+            names = sorted(
+                set(
+                    s.scalars(select(VersionRow.function_name).where(VersionRow.settled.is_(False)))
+                )
+            )
         for name in names:
             self.settle(name)
         return len(names)

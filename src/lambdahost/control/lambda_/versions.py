@@ -9,9 +9,16 @@ from typing import Any
 from sqlalchemy import select
 
 from lambdahost.control.clock import last_modified
-from lambdahost.control.lambda_.functions import LATEST, FunctionService, check_revision
+from lambdahost.control.lambda_.functions import (
+    LATEST,
+    STATE_FIELDS,
+    FunctionService,
+    check_revision,
+    listed_configuration,
+)
 from lambdahost.control.lambda_.paging import page
-from lambdahost.errors import PreconditionFailed, ResourceConflict, ResourceNotFound
+from lambdahost.control.lambda_.states import creating
+from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceNotFound
 from lambdahost.store.tables import FunctionRow, VersionRow
 
 # Fields that differ between two snapshots of identical code and configuration.
@@ -54,7 +61,9 @@ class VersionService:
             config = latest.config
             check_revision(revision_id, config["RevisionId"])
             if code_sha256 and code_sha256 != config["CodeSha256"]:
-                raise PreconditionFailed(
+                # Recorded AWS answer (localstack test_lambda_api.snapshot.json,
+                # test_publish_with_wrong_sha256): a 400, not a 412.
+                raise InvalidParameterValue(
                     f"CodeSHA256 ({code_sha256}) is different from current CodeSHA256 in $LATEST "
                     f"({config['CodeSha256']}). Please try again with the CodeSHA256 in $LATEST."
                 )
@@ -72,19 +81,23 @@ class VersionService:
             fn.last_version += 1
             number = str(fn.last_version)
             snapshot = copy.deepcopy(config)
+            for key in STATE_FIELDS:
+                snapshot.pop(key, None)
             snapshot.update(
                 Version=number,
                 FunctionArn=self.functions.arn(name, number),
                 RevisionId=str(uuid.uuid4()),
                 LastModified=last_modified(),
-                State="Active",
-                LastUpdateStatus="Successful",
             )
+            if changing:
+                # Published with the change it rides on (Publish=True): the version is
+                # created with it, Pending until it settles (recorded AWS answer, localstack
+                # test_lambda.snapshot.json: update_lambda_response_with_publish).
+                snapshot.update(creating())
+            else:
+                snapshot.update(State="Active", LastUpdateStatus="Successful")
             if description is not None:
                 snapshot["Description"] = description
-            for key in ("StateReason", "StateReasonCode", "LastUpdateStatusReason"):
-                snapshot.pop(key, None)
-            snapshot.pop("LastUpdateStatusReasonCode", None)
             s.add(
                 VersionRow(
                     function_name=name,
@@ -92,10 +105,12 @@ class VersionService:
                     config=snapshot,
                     code_sha256=latest.code_sha256,
                     revision_id=snapshot["RevisionId"],
-                    settled=True,
+                    settled=not changing,
                     layer_digests=list(latest.layer_digests or []),
                 )
             )
+        if changing:
+            self.functions.states.settle_later(name)
         return snapshot
 
     def list(self, identifier: str, marker: str | None, max_items: int | None) -> dict[str, Any]:
@@ -105,7 +120,8 @@ class VersionService:
                 raise ResourceNotFound(f"Function not found: {self.functions.arn(name)}")
             rows = s.scalars(select(VersionRow).where(VersionRow.function_name == name)).all()
         ordered = sorted(rows, key=lambda r: -1 if r.version == LATEST else int(r.version))
-        return page([dict(r.config) for r in ordered], "Versions", marker, max_items)
+        listed = [listed_configuration(r.config, qualified=True) for r in ordered]
+        return page(listed, "Versions", marker, max_items)
 
     def delete(self, identifier: str, version: str) -> None:
         """Delete one published version (the rule is `FunctionService.delete`'s)."""
