@@ -44,7 +44,6 @@ os.write(int(os.environ["OUT_FD"]), json.dumps(result).encode())
 """
 
 
-@pytest.fixture
 async def eventually(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
     """Poll `predicate` until it holds: slow hosts (an emulated cgroup-v2 guest) take longer
     than a fixed sleep allows."""
@@ -56,6 +55,7 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 20.0) -> bo
     return True
 
 
+@pytest.fixture
 def task_dir(tmp_path: Path) -> Path:
     task = tmp_path / "task"
     task.mkdir()
@@ -488,7 +488,7 @@ def _running(pid: int) -> bool:
     """Alive and not a zombie (orphans are reparented to an init that may reap slowly)."""
     try:
         return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or went while being read
         return False
 
 
