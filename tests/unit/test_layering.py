@@ -148,23 +148,13 @@ def _modules() -> dict[str, Path]:
 
 
 def _graph() -> dict[str, set[str]]:
+    """Module → the lambdahost modules it imports (relative imports resolved)."""
     modules = _modules()
     edges: dict[str, set[str]] = defaultdict(set)
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [
-                    f"{node.module}.{a.name}"
-                    if f"{node.module}.{a.name}" in modules
-                    else node.module
-                    for a in node.names
-                ]
-            for target in targets:
-                if target in modules and target != name:
-                    edges[name].add(target)
+        for _, target in imported_modules(path):
+            if target in modules and target != name:
+                edges[name].add(target)
     return edges
 
 

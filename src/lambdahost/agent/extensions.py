@@ -170,9 +170,7 @@ class Extensions:
     # -- Extensions API -------------------------------------------------------------------
     def handle(self, connection: Connection, request: Request, path: str) -> None:
         if not path.startswith(PREFIX):
-            from .telemetry import handle_subscribe
-
-            return handle_subscribe(self, connection, request, path)
+            return self.subscribe(connection, request, path)
         route = path[len(PREFIX) :]
         if request.method not in ("GET" if route == "event/next" else "POST",):
             return connection.respond(405, error_body("MethodNotAllowed", "Method not allowed"))
@@ -266,6 +264,35 @@ class Extensions:
             "Lambda-Extension-Event-Identifier": str(uuid.uuid4()),
         }
         connection.respond(200, ext.queue.pop(0), headers)
+
+    def subscribe(self, connection: Connection, request: Request, path: str) -> None:
+        """PUT /2022-07-01/telemetry or /2020-08-15/logs from a registered extension."""
+        from .telemetry import Telemetry, parse  # loaded only once someone subscribes
+
+        logs_api = path.startswith("/2020-08-15/logs")
+        if path.rstrip("/") not in ("/2022-07-01/telemetry", "/2020-08-15/logs"):
+            return connection.respond(404, error_body("NotFound", "Not found"), JSON_TYPE)
+        if request.method != "PUT":
+            return connection.respond(405, error_body("MethodNotAllowed", "Method not allowed"))
+        ext = self.identify(connection, request)
+        if ext is None:
+            return None
+        try:
+            subscription = parse(json.loads(request.body or b"{}"), logs_api)
+        except (ValueError, TypeError, AttributeError, KeyError) as error:
+            return connection.respond(400, error_body("ValidationError", str(error)), JSON_TYPE)
+        if self.telemetry is None:
+            self.telemetry = Telemetry()
+            output = self.agent.output
+            if output is not None and output.on_line is None:
+                output.on_line = self.function_line
+        self.telemetry.subscribe(ext.name, logs_api, subscription, self.history or [])
+        connection.respond(200, b"OK", {"Content-Type": "text/plain"})
+        self.record(
+            int(time.time() * 1000),
+            "platform.telemetrySubscription",
+            {"name": ext.name, "state": "Subscribed", "types": sorted(subscription[0])},
+        )
 
     def forget(self, connection: Connection) -> None:
         """A connection closed: an extension parked on it is no longer waiting."""
@@ -464,6 +491,8 @@ class Extensions:
 
 def attach(agent: Agent) -> Extensions:
     """The agent's Extensions, created on first use (boot, or a first API request)."""
-    if agent.extensions is None:
-        agent.extensions = Extensions(agent)
-    return agent.extensions
+    extensions = agent.extensions
+    if extensions is None:
+        extensions = agent.extensions = Extensions(agent)
+    assert isinstance(extensions, Extensions)  # the only kind the agent gets
+    return extensions

@@ -21,8 +21,7 @@ TYPE_CHECKING = False  # no `typing` import at run time (see http11)
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from .extensions import Extensions
-    from .shared import JSONObject, LogLine
+    from .shared import ExtensionsHook, JSONObject, LogLine
     from .streaming import ResponseStream
 
 MAX_RESPONSE_BYTES = 6291556
@@ -98,7 +97,7 @@ class Agent:
         listener: socket.socket,
         runtime_pid: int,
         output_fd: int,
-        extensions_api: Callable[[Agent], Extensions],
+        extensions_api: Callable[[Agent], ExtensionsHook],
     ) -> None:
         self.host = host
         # The Extensions, Telemetry and Logs APIs, loaded on first use (`extensions.attach`);
@@ -115,7 +114,7 @@ class Agent:
         self.parked: Connection | None = None  # a runtime waiting in /invocation/next
         self.pending: tuple[JSONObject, bytes] | None = None  # an invoke not yet fetched
         self.current: str | None = None  # request id handed out and not yet answered
-        self.extensions: Extensions | None = None  # only once extensions exist
+        self.extensions: ExtensionsHook | None = None  # only once extensions exist
 
     # -- host link ---------------------------------------------------------------------
     def send(self, header: Mapping[str, object], body: bytes = b"") -> None:

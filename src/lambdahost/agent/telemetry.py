@@ -14,11 +14,9 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from .http11 import Connection, Request
-from .shared import JSON_TYPE, TYPE_CHECKING, error_body
+from .shared import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .extensions import Extensions
     from .shared import JSONObject
 
 TELEMETRY_SCHEMAS = ("2022-07-01", "2022-12-13", "2025-01-29")
@@ -148,6 +146,24 @@ class Telemetry:
     def __init__(self) -> None:
         self.subscribers: dict[tuple[str, bool], Subscriber] = {}
 
+    def subscribe(
+        self,
+        name: str,
+        logs_api: bool,
+        subscription: tuple[set[str], dict[str, int], str],
+        history: list[tuple[int, str, object]],
+    ) -> None:
+        """(Re)subscribe extension `name`; it first gets the events since init started."""
+        old = self.subscribers.pop((name, logs_api), None)
+        if old is not None:
+            old.close()
+        types, buffering, uri = subscription
+        subscriber = Subscriber(name, types, buffering, uri, logs_api)
+        for stamp, kind, record in history:
+            subscriber.publish(stamp, kind, record)
+        subscriber.start()
+        self.subscribers[(name, logs_api)] = subscriber
+
     def publish(self, stamp: int, kind: str, record: object) -> None:
         for subscriber in self.subscribers.values():
             subscriber.publish(stamp, kind, record)
@@ -186,46 +202,6 @@ def logs_api_records(kind: str, record: object) -> list[tuple[str, object]]:
     if kind == "platform.telemetrySubscription":
         return [("platform.logsSubscription", record)]
     return []
-
-
-def handle_subscribe(
-    extensions: Extensions, connection: Connection, request: Request, path: str
-) -> None:
-    """PUT /2022-07-01/telemetry or /2020-08-15/logs from a registered extension."""
-    logs_api = path.startswith("/2020-08-15/logs")
-    if path.rstrip("/") not in ("/2022-07-01/telemetry", "/2020-08-15/logs"):
-        return connection.respond(404, error_body("NotFound", "Not found"), JSON_TYPE)
-    if request.method != "PUT":
-        return connection.respond(405, error_body("MethodNotAllowed", "Method not allowed"))
-    ext = extensions.identify(connection, request)
-    if ext is None:
-        return None
-    try:
-        subscription = parse(json.loads(request.body or b"{}"), logs_api)
-    except (ValueError, TypeError, AttributeError, KeyError) as error:
-        return connection.respond(400, error_body("ValidationError", str(error)), JSON_TYPE)
-    types, buffering, uri = subscription
-    telemetry = extensions.telemetry
-    if telemetry is None:
-        telemetry = extensions.telemetry = Telemetry()
-        output = extensions.agent.output
-        if output is not None and output.on_line is None:
-            output.on_line = extensions.function_line
-    old = telemetry.subscribers.pop((ext.name, logs_api), None)
-    if old is not None:
-        old.close()
-    subscriber = Subscriber(ext.name, types, buffering, uri, logs_api)
-    # Events since init started reach a subscriber that subscribes during init.
-    for stamp, kind, record in extensions.history or ():
-        subscriber.publish(stamp, kind, record)
-    subscriber.start()
-    telemetry.subscribers[(ext.name, logs_api)] = subscriber
-    connection.respond(200, b"OK", {"Content-Type": "text/plain"})
-    extensions.record(
-        int(time.time() * 1000),
-        "platform.telemetrySubscription",
-        {"name": ext.name, "state": "Subscribed", "types": sorted(types)},
-    )
 
 
 def parse(body: JSONObject, logs_api: bool) -> tuple[set[str], dict[str, int], str]:
