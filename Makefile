@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := bubblewrap python3.11-minimal nodejs iproute2 util-linux zip e2fsprogs lxcfs postgresql
+APT_PACKAGES := bubblewrap python3.11-minimal nodejs iproute2 util-linux zip e2fsprogs lxcfs postgresql nftables
 HOST ?= 127.0.0.1
 PORT ?= 9000
 STAMP := $(VENV)/.installed

@@ -53,6 +53,12 @@ class Settings:
     cold_starts: int = 0
     cold_start_queue: int = 256
     cold_start_wait_s: float = 10.0
+    # Function networking (sandbox/network.py): "nat" (the default: outbound IPv4 through the
+    # host, DNS, the API port) or "isolated" (only `lo`). None below: the sandbox's defaults.
+    function_network: str = "nat"
+    function_network_range: str | None = None  # CIDR of the sandboxes' addresses
+    egress_deny: tuple[str, ...] | None = None  # CIDRs functions may not reach
+    function_dns: tuple[str, ...] = ()  # resolvers the forwarder asks (none: the host's)
     # SQS-/SNS-/EventBridge-compatible endpoints for destinations and dead-letter queues.
     destination_endpoints: dict[str, str] = field(default_factory=dict)
     credentials: Credentials = field(default_factory=lambda: Credentials("", ""))

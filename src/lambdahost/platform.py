@@ -44,7 +44,7 @@ from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.provisioned import ProvisionedConcurrency
 from lambdahost.invoke.queue import Doorbell, EventQueue
 from lambdahost.invoke.service import Invoker
-from lambdahost.sandbox import open_backend
+from lambdahost.sandbox import NetworkSettings, open_backend
 from lambdahost.store.blobs import BlobStore
 from lambdahost.store.db import Database
 from lambdahost.store.logs import LogStore
@@ -189,12 +189,19 @@ class Platform:
             settings.cold_start_queue,
             settings.cold_start_wait_s,
         )
+        backend = open_backend(
+            _state_dir(data_dir),
+            settings.sandbox,
+            provisions=provisions(),
+            network=network_settings(settings),
+        )
         self.pool = EnvironmentPool(
-            open_backend(_state_dir(data_dir), settings.sandbox, provisions=provisions()),
+            backend,
             keepalive_s=settings.keepalive_s,
             capacity=self.capacity,
             starts=starts,
             logs=self._outside_invoke,
+            api_port=settings.port,
         )
         self._accounts: dict[str, AccountPlane] = {}
         self._opening = threading.Lock()
@@ -310,6 +317,18 @@ class Platform:
             return
         # Settling touches the database: keep it off the event loop.
         loop.call_soon_threadsafe(loop.call_later, delay, lambda: loop.run_in_executor(None, fn))
+
+
+def network_settings(settings: Settings) -> NetworkSettings:
+    """The sandbox layer's network settings from the server's (ValueError if invalid)."""
+    defaults = NetworkSettings()
+    return NetworkSettings(
+        mode=settings.function_network,
+        range=settings.function_network_range or defaults.range,
+        deny=defaults.deny if settings.egress_deny is None else settings.egress_deny,
+        api_port=settings.port,
+        dns=settings.function_dns,
+    )
 
 
 def _account_dir(data_dir: Path, account_id: str) -> Path:

@@ -132,6 +132,29 @@ def serve(
         envvar="LAMBDAHOST_COLD_START_WAIT",
         help="Seconds a cold start may wait in line before it gets 429 TooManyRequests.",
     ),
+    function_network: str = typer.Option(
+        "nat",
+        envvar="LAMBDAHOST_FUNCTION_NETWORK",
+        help="Functions' network: nat (outbound IPv4 through this host, DNS, this API) or "
+        "isolated (none).",
+    ),
+    function_network_range: str = typer.Option(
+        None,
+        envvar="LAMBDAHOST_FUNCTION_NETWORK_RANGE",
+        help="IPv4 CIDR of the functions' private addresses [default: 100.64.0.0/10].",
+    ),
+    egress_deny: str = typer.Option(
+        None,
+        envvar="LAMBDAHOST_EGRESS_DENY",
+        help="Comma-separated CIDRs functions may not reach [default: 169.254.0.0/16, "
+        "where cloud metadata services live]; '' for none.",
+    ),
+    function_dns: str = typer.Option(
+        "",
+        envvar="LAMBDAHOST_FUNCTION_DNS",
+        help="Comma-separated resolvers functions' DNS queries go to [default: this "
+        "host's, from /etc/resolv.conf].",
+    ),
     log_level: str = typer.Option("info", envvar="LAMBDAHOST_LOG_LEVEL"),
     access_log: bool = typer.Option(
         False,
@@ -145,7 +168,8 @@ def serve(
     import uvicorn
 
     from lambdahost.api.app import create_app
-    from lambdahost.platform import Platform
+    from lambdahost.cli.listen import bind, gateway_listener
+    from lambdahost.platform import Platform, network_settings
     from lambdahost.sandbox import SandboxError
 
     if sandbox not in ("auto", "zygote", "bwrap"):
@@ -177,8 +201,16 @@ def serve(
         cold_starts=cold_starts,
         cold_start_queue=cold_start_queue,
         cold_start_wait_s=cold_start_wait,
+        function_network=function_network,
+        function_network_range=function_network_range,
+        egress_deny=None if egress_deny is None else _cidrs(egress_deny),
+        function_dns=_cidrs(function_dns),
         credentials=credentials,
     )
+    try:
+        network_settings(settings)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--function-network*") from None
     if no_auth:
         console.print(
             "[bold red]WARNING: authentication is OFF (--no-auth): anyone who can reach "
@@ -192,21 +224,34 @@ def serve(
         console.print(f"  export AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
         console.print(f"  export AWS_DEFAULT_REGION={region}")
     try:
+        sockets = [bind(host, port)]  # before any sandbox state: the port may be taken
+    except OSError as error:
+        console.print(f"[bold red]lambdahost cannot listen on {host}:{port}:[/] {error}")
+        raise typer.Exit(1) from None
+    try:
         platform = Platform(settings)
     except SandboxError as error:  # the host cannot run sandboxes: say why, no traceback
         console.print(f"[bold red]lambdahost cannot start:[/] {error}")
         raise typer.Exit(1) from None
+    gateway = platform.pool.backend.gateway
+    if (extra := gateway_listener(host, port, gateway)) is not None:
+        sockets.append(extra)
     console.print(f"[bold]lambdahost[/] listening on http://{host}:{port} (data in {data_dir})")
-    uvicorn.run(
+    if gateway:
+        console.print(f"functions reach it at http://{gateway}:{port} (function network: nat)")
+    config = uvicorn.Config(
         create_app(platform, access_log=access_log),
-        host=host,
-        port=port,
         loop="uvloop",
         http="httptools",
         access_log=False,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=10,
     )
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+def _cidrs(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 if __name__ == "__main__":

@@ -209,11 +209,13 @@ class Environment:
         self.telemetry = False  # someone subscribed: the agent wants each invoke's report
         self._bye: asyncio.Future[Message] | None = None
 
-    async def start(self, backend: Backend, runtime_root: Path) -> None:
+    async def start(
+        self, backend: Backend, runtime_root: Path, endpoint_url: str | None = None
+    ) -> None:
         spec = self.spec
         host_end, agent_end = socket.socketpair()
         try:
-            env = environment_for(spec, self.log_stream)
+            env = environment_for(spec, self.log_stream, endpoint_url=endpoint_url)
             env["LAMBDAHOST_AGENT_FD"] = str(agent_end.fileno())
             candidates = bootstrap_candidates(spec.runtime, spec.environment)
             env["LAMBDAHOST_BOOTSTRAP"] = encode_candidates(candidates)

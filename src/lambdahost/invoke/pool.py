@@ -75,8 +75,14 @@ class EnvironmentPool:
         capacity: HostCapacity | None = None,
         starts: StartGate | None = None,
         logs: LogSink | None = None,
+        api_port: int = 0,
     ) -> None:
         self.backend = backend
+        # The platform's API as functions reach it (AWS_ENDPOINT_URL): through the function
+        # network's gateway; none when sandboxes have no network.
+        self.endpoint_url = (
+            f"http://{backend.gateway}:{api_port}" if backend.gateway and api_port else None
+        )
         # Output of environments outside any invoke (the SHUTDOWN phase of extensions).
         self.logs = logs
         self.keepalive_s = keepalive_s
@@ -96,6 +102,7 @@ class EnvironmentPool:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         await asyncio.to_thread(self.backend.cleanup_stale)
+        await self.backend.prepare()
         await asyncio.to_thread(self._precompile)
         self._reaper = asyncio.create_task(self._reap_idle())
         self._measuring = asyncio.create_task(self.capacity.keep_measuring())
@@ -282,7 +289,7 @@ class EnvironmentPool:
         started = time.perf_counter()
         self._all.add(env)
         try:
-            await env.start(self.backend, self.runtime_root)
+            await env.start(self.backend, self.runtime_root, self.endpoint_url)
         except BaseException:
             self._all.discard(env)
             await self._destroy(env)

@@ -191,10 +191,16 @@ class FunctionFacts(Protocol):
 
 
 def environment_for(
-    spec: FunctionFacts, log_stream: str, *, runtime_api: str = RUNTIME_API
+    spec: FunctionFacts,
+    log_stream: str,
+    *,
+    runtime_api: str = RUNTIME_API,
+    endpoint_url: str | None = None,
 ) -> dict[str, str]:
     """The complete environment of the runtime process, as Lambda builds it: defaults the
-    user may override, the user's variables, then the reserved ones on top."""
+    user may override, the user's variables, then the reserved ones on top.
+    `endpoint_url`: the platform's API as the function reaches it; the AWS SDKs send every
+    call there (`AWS_ENDPOINT_URL`) unless the function's own environment says otherwise."""
     env = {
         "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
         "LD_LIBRARY_PATH": (
@@ -204,6 +210,8 @@ def environment_for(
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
     }
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
     runtime = RUNTIMES[spec.runtime]
     env.update(runtime.env)
     env.update({k: v for k, v in spec.environment.items() if k not in RESERVED})

@@ -178,7 +178,18 @@ class Sandbox(abc.ABC):
 
 class Backend(abc.ABC):
     """Creates sandboxes. One per server process, constructed with the server's `Provisions`
-    (`lambdahost.sandbox.open_backend`)."""
+    and network settings (`lambdahost.sandbox.open_backend`).
+
+    Networking: with the `isolated` setting a sandbox's network namespace holds only `lo`.
+    With `nat`, it also has `eth0`, a private address and a default route through `gateway`,
+    this host as sandboxes see it; through it they reach the outside world (NAT), a DNS
+    resolver and the server's API port, and nothing else of the host nor each other."""
+
+    gateway: str | None = None  # None: sandboxes have no network but `lo`
+
+    async def prepare(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Called once on the server's event loop before the first start(): start helpers
+        that need the loop."""
 
     @abc.abstractmethod
     async def start(self, spec: SandboxSpec) -> Sandbox:
@@ -189,7 +200,8 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Called after every sandbox was destroyed: stop backend helpers and remove the
-        backend's own (now empty) cgroup parents, so a stopped server leaves nothing behind."""
+        backend's own (now empty) cgroup parents and network state, so a stopped server
+        leaves nothing behind."""
 
     @abc.abstractmethod
     def cleanup_stale(self) -> int:

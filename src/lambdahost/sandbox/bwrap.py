@@ -52,7 +52,8 @@ from lambdahost.sandbox.api import (
     SandboxError,
     SandboxSpec,
 )
-from lambdahost.sandbox.controlled import CgroupSandbox
+from lambdahost.sandbox.controlled import CgroupSandbox, releaser
+from lambdahost.sandbox.network import FunctionNetwork, NetworkLease
 from lambdahost.sandbox.procviews import ProcViews
 from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_volume
 from lambdahost.sandbox.seccomp import build_filter
@@ -62,6 +63,7 @@ from lambdahost.sandbox.watchdog import Watchdog, kill_sandboxes
 
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
+NSENTER = "/usr/bin/nsenter"
 ENV = "/usr/bin/env"
 SH = "/bin/bash"  # not dash: it cannot name descriptors above 9
 # The launcher, the first program of every sandbox: closes every descriptor but those listed in
@@ -87,10 +89,15 @@ class BwrapBackend(Backend):
     (and test runs) never touch each other's sandboxes."""
 
     def __init__(
-        self, state_dir: Path, provisions: Provisions, cgroup_root: Path = cg.CGROUP_ROOT
+        self,
+        state_dir: Path,
+        provisions: Provisions,
+        cgroup_root: Path = cg.CGROUP_ROOT,
+        network: FunctionNetwork | None = None,
     ) -> None:
         # Before any helper starts: on cgroup v2 this may move us into a leaf group.
-        problems = hostcheck.problems((BWRAP, SETPRIV, ENV, SH), cgroup_root)
+        helpers = (BWRAP, SETPRIV, ENV, SH, *((NSENTER,) if network else ()))
+        problems = hostcheck.problems(helpers, cgroup_root)
         if problems:
             raise SandboxError("\n".join(problems))
         self.cgroup_layout = cg.detect(cgroup_root)  # found by the check
@@ -101,7 +108,10 @@ class BwrapBackend(Backend):
         self._sandboxes_dir.mkdir(parents=True, exist_ok=True)
         self._filter = build_filter()
         self._uids = UidPool.from_environment()
-        self._etc = EtcDirs(self.state_dir / "rootfs", provisions.etc)
+        self.network = network
+        self.gateway = network.gateway if network else None
+        resolv_conf = network.resolv_conf if network else None
+        self._etc = EtcDirs(self.state_dir / "rootfs", provisions.etc, resolv_conf)
         self._etc.for_uid(self._uids.first)
         self._volumes = TmpVolumes(self.state_dir / "tmp")
         self._volumes.prepare(DEFAULT_TMP_MB << 20)
@@ -119,19 +129,22 @@ class BwrapBackend(Backend):
         mounts = check_mounts(spec.all_mounts())  # BootAgent: exec its argv, nothing faster
         tmp = await lease(self._volumes, spec.tmp_mb << 20)
         uid = self._uids.acquire() if spec.uid is None else spec.uid
+        netns: NetworkLease | None = None
         try:
+            if self.network is not None:
+                netns = await self.network.lease()
             await self._etc.prepare(uid)
             host_dir.mkdir()
             cgroups.create(
                 cg.Limits(spec.memory_mb << 20, spec.cpu_shares, spec.pids_max + _HELPERS)
             )
-            sandbox = await self._spawn(spec, uid, cgroups, mounts, host_dir, tmp)
+            sandbox = await self._spawn(spec, uid, cgroups, mounts, host_dir, tmp, netns)
             sandbox.tmp = tmp
-            sandbox.on_gone = self._uids.release
+            sandbox.on_gone = releaser(self._uids, uid, self.network, netns)
             return sandbox
         except BaseException as error:
             await _discard(cgroups, host_dir)
-            self._uids.release(uid)  # only reached once its cgroups are empty
+            releaser(self._uids, uid, self.network, netns)()  # its cgroups are empty now
             if tmp is not None:
                 tmp.release()
             if isinstance(error, OSError):
@@ -141,6 +154,7 @@ class BwrapBackend(Backend):
     def _command(
         self, spec: SandboxSpec, uid: int, cgroups: cg.CgroupSet, mounts: list[Mount],
         seccomp_fd: int, info_fd: int, tmp: TmpLease | None = None,
+        netns: NetworkLease | None = None,
     ) -> list[str]:  # fmt: skip
         privileges = [
             SETPRIV,
@@ -158,12 +172,16 @@ class BwrapBackend(Backend):
         if tmp is not None:
             mount_args = with_tmp_volume(mount_args, tmp.path)
         environment = [ENV, "-i", "--", *(f"{key}={value}" for key, value in spec.env.items())]
+        # The function network's namespace, entered by path (so no descriptor of it is
+        # inherited); else bwrap makes a new one and brings up `lo` in it, nothing else.
+        enter = [NSENTER, f"--net=/proc/{os.getpid()}/fd/{netns.fd}", "--"] if netns else []
         bwrap = [
+            *enter,
             BWRAP,
+            *([] if netns else ["--unshare-net"]),
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
-            "--unshare-net",  # bwrap brings up `lo` in the new namespace, nothing else
             "--unshare-cgroup",
             "--hostname",
             spec.hostname,
@@ -195,13 +213,16 @@ class BwrapBackend(Backend):
         mounts: list[Mount],
         host_dir: Path,
         tmp: TmpLease | None,
+        netns: NetworkLease | None,
     ) -> BwrapSandbox:
         seccomp_read, seccomp_write = os.pipe()
         info_read, info_write = os.pipe()
         try:
             os.write(seccomp_write, self._filter)  # < 1 KiB: fits the pipe buffer
             os.close(seccomp_write)
-            command = self._command(spec, uid, cgroups, mounts, seccomp_read, info_write, tmp)
+            command = self._command(
+                spec, uid, cgroups, mounts, seccomp_read, info_write, tmp, netns
+            )
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -234,13 +255,21 @@ class BwrapBackend(Backend):
     def cleanup_stale(self) -> int:
         removed = remove_stale(self.cgroup_parent, self.cgroup_layout, self._sandboxes_dir)
         self._volumes.cleanup_stale()  # after the processes that used them are gone
+        if self.network is not None:
+            self.network.cleanup_stale()
         return removed
+
+    async def prepare(self) -> None:
+        if self.network is not None:
+            await self.network.start()
 
     def close(self) -> None:
         self._proc_views.close()
         self._volumes.close()
         self._watchdog.close()  # last: it finds nothing left to kill or remove
         self.cgroup_layout.remove_if_empty(self.cgroup_parent)
+        if self.network is not None:
+            self.network.close()
 
 
 # bwrap (the monitor sh became) is in the sandbox's pids cgroup: don't charge it to the function.

@@ -6,6 +6,21 @@ from collections.abc import Callable
 
 from lambdahost.sandbox.api import Sandbox, SandboxError, SandboxStats
 from lambdahost.sandbox.cgroups import CgroupSet  # v1 or v2: one interface
+from lambdahost.sandbox.network import FunctionNetwork, NetworkLease
+from lambdahost.sandbox.uids import UidPool
+
+
+def releaser(
+    uids: UidPool, uid: int, network: FunctionNetwork | None, lease: NetworkLease | None
+) -> Callable[[], None]:
+    """What a sandbox gives back once nothing of it runs: its uid and its namespace."""
+
+    def release() -> None:
+        uids.release(uid)
+        if network is not None and lease is not None:
+            network.release(lease)
+
+    return release
 
 
 class CgroupSandbox(Sandbox):
@@ -15,13 +30,14 @@ class CgroupSandbox(Sandbox):
     cgroups: CgroupSet
     _destroyed: bool
     helper_pids = 0  # e.g. bwrap's monitor, which sits in the same cgroups
-    on_gone: Callable[[int], None] | None = None  # gets the uid back once nothing of it runs
+    # Gives back what the sandbox held (its uid, its network namespace) once nothing of it runs.
+    on_gone: Callable[[], None] | None = None
 
     def gone(self) -> None:
         """Called by destroy() once the sandbox's cgroups are empty."""
         on_gone, self.on_gone = self.on_gone, None
         if on_gone is not None:
-            on_gone(self.uid)
+            on_gone()
 
     async def freeze(self) -> None:
         self._check_usable()

@@ -35,7 +35,6 @@ _COPIED_ETC = (
     "services",
     "mime.types",
     "os-release",
-    "resolv.conf",
 )
 # Bound read-only instead of copied: hundreds of symlinks, slow to copy, public anyway.
 BOUND_ETC = ("ssl/certs", "alternatives")
@@ -58,16 +57,20 @@ _HOSTS = """\
 
 class EtcDirs:
     """The generated /etc of each sandbox uid, built on first use under `root`; `extra`: host
-    /etc entries copied too (`Provisions.etc`)."""
+    /etc entries copied too (`Provisions.etc`); `resolv_conf`: the resolver configuration
+    sandboxes get (the function network's, else the host's)."""
 
-    def __init__(self, root: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, root: Path, extra: tuple[str, ...] = (), resolv_conf: str | None = None
+    ) -> None:
         self.root = root
         self.extra = extra
+        self.resolv_conf = resolv_conf
         self._dirs: dict[int, Path] = {}
 
     def for_uid(self, uid: int) -> Path:
         if uid not in self._dirs:
-            self._dirs[uid] = build_etc(self.root / f"etc-{uid}", uid, self.extra)
+            self._dirs[uid] = build_etc(self.root / f"etc-{uid}", uid, self.extra, self.resolv_conf)
         return self._dirs[uid]
 
     async def prepare(self, uid: int) -> None:
@@ -76,12 +79,16 @@ class EtcDirs:
             await asyncio.to_thread(self.for_uid, uid)
 
 
-def build_etc(target: Path, uid: int, extra: tuple[str, ...] = ()) -> Path:
-    """Write a minimal /etc for sandboxes running as `uid` into `target` (replaced whole)."""
+def build_etc(
+    target: Path, uid: int, extra: tuple[str, ...] = (), resolv_conf: str | None = None
+) -> Path:
+    """Write a minimal /etc for sandboxes running as `uid` into `target` (replaced whole).
+    `resolv_conf` None: the host's (harmless in a sandbox that has only `lo`)."""
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for relative in dict.fromkeys((*_COPIED_ETC, *extra)):
+    copied = _COPIED_ETC if resolv_conf is not None else (*_COPIED_ETC, "resolv.conf")
+    for relative in dict.fromkeys((*copied, *extra)):
         if PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts:
             raise SandboxError(f"/etc entry must be a relative path: {relative}")
         source = HOST_ETC / relative
@@ -108,7 +115,9 @@ def build_etc(target: Path, uid: int, extra: tuple[str, ...] = ()) -> Path:
         "hostname": "localhost\n",
         "timezone": "Etc/UTC\n",
     }
-    if not (staging / "resolv.conf").exists():
+    if resolv_conf is not None:
+        files["resolv.conf"] = resolv_conf
+    elif not (staging / "resolv.conf").exists() and not (staging / "resolv.conf").is_symlink():
         files["resolv.conf"] = "nameserver 127.0.0.1\n"
     for name, text in files.items():
         (staging / name).write_text(text)

@@ -44,7 +44,8 @@ from lambdahost.sandbox.api import (
     SandboxSpec,
 )
 from lambdahost.sandbox.bwrap import _validate, remove_stale
-from lambdahost.sandbox.controlled import CgroupSandbox
+from lambdahost.sandbox.controlled import CgroupSandbox, releaser
+from lambdahost.sandbox.network import FunctionNetwork, NetworkLease
 from lambdahost.sandbox.procviews import ProcViews
 from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_device
 from lambdahost.sandbox.seccomp import build_filter
@@ -68,7 +69,11 @@ class ZygoteBackend(Backend):
     bwrap backend names them (the instance derived from `state_dir`)."""
 
     def __init__(
-        self, state_dir: Path, provisions: Provisions, cgroup_root: Path = cg.CGROUP_ROOT
+        self,
+        state_dir: Path,
+        provisions: Provisions,
+        cgroup_root: Path = cg.CGROUP_ROOT,
+        network: FunctionNetwork | None = None,
     ) -> None:
         # Before any helper starts: on cgroup v2 this may move us into a leaf group.
         python = provisions.python
@@ -93,7 +98,10 @@ class ZygoteBackend(Backend):
         }
         self._filter = build_filter()
         self._uids = UidPool.from_environment()
-        self._etc = EtcDirs(self.state_dir / "rootfs", provisions.etc)
+        self.network = network
+        self.gateway = network.gateway if network else None
+        resolv_conf = network.resolv_conf if network else None
+        self._etc = EtcDirs(self.state_dir / "rootfs", provisions.etc, resolv_conf)
         self._etc.for_uid(self._uids.first)
         # (uid, mounts, tmp bytes, cwd) → the mount plan
         self._plans: dict[tuple[int, tuple[Mount, ...], int, str], list[str]] = {}
@@ -115,6 +123,8 @@ class ZygoteBackend(Backend):
             "launcher": str(LAUNCHER),
             "filter": self._filter.hex(),
         }
+        if self.network is not None:
+            config["netns_spares"] = 0  # spawns bring the function network's namespaces
         if self.agent is None:
             return config  # runtimes are forked by the agent: without it, nothing to import
         modules: list[list[str]] = []
@@ -167,6 +177,8 @@ class ZygoteBackend(Backend):
         self._volumes.close()
         self._watchdog.close()  # last: it finds nothing left to kill or remove
         self.cgroup_layout.remove_if_empty(self.cgroup_parent)
+        if self.network is not None:
+            self.network.close()
 
     @property
     def zygote_pid(self) -> int:
@@ -248,17 +260,22 @@ class ZygoteBackend(Backend):
         tmp = await lease(self._volumes, spec.tmp_mb << 20, mount=False)
         uid = self._uids.acquire() if spec.uid is None else spec.uid
         stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
+        netns: NetworkLease | None = None
         try:
+            if self.network is not None:
+                netns = await self.network.lease()
             await self._etc.prepare(uid)
             cgroups.create(cg.Limits(spec.memory_mb << 20, spec.cpu_shares, spec.pids_max))
             request = self._request(spec, uid, cgroups, mounts, tmp)
-            pid, pidfd = await self._link.spawn(request, [stderr_write, *spec.pass_fds])
+            pid, pidfd = await self._link.spawn(
+                request, [stderr_write, *spec.pass_fds], netns=netns.fd if netns else -1
+            )
         except BaseException as error:
             os.close(stderr_read)
             if tmp is not None:
                 tmp.release()
             await _discard(cgroups)
-            self._uids.release(uid)  # only reached once its cgroups are empty
+            releaser(self._uids, uid, self.network, netns)()  # its cgroups are empty now
             if isinstance(error, OSError):
                 raise SandboxError(f"cannot start sandbox {spec.sandbox_id}: {error}") from error
             raise
@@ -266,14 +283,20 @@ class ZygoteBackend(Backend):
             os.close(stderr_write)
         sandbox = ZygoteSandbox(spec, uid, pid, pidfd, cgroups, stderr_read, self._link)
         sandbox.tmp = tmp
-        sandbox.on_gone = self._uids.release
+        sandbox.on_gone = releaser(self._uids, uid, self.network, netns)
         self._link.register(sandbox)
         return sandbox
 
     def cleanup_stale(self) -> int:
         removed = remove_stale(self.cgroup_parent, self.cgroup_layout, self._sandboxes_dir)
         self._volumes.cleanup_stale()  # after the processes that used them are gone
+        if self.network is not None:
+            self.network.cleanup_stale()
         return removed
+
+    async def prepare(self) -> None:
+        if self.network is not None:
+            await self.network.start()
 
 
 class ZygoteSandbox(CgroupSandbox):

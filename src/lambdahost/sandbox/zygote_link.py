@@ -22,7 +22,12 @@ from lambdahost.sandbox.api import SandboxBusyError, SandboxError
 
 if TYPE_CHECKING:
     from lambdahost.sandbox.launcher import SpawnRequest
-    from lambdahost.sandbox.zygote_main import ConfigMessage, ServerMessage, ZygoteMessage
+    from lambdahost.sandbox.zygote_main import (
+        ConfigMessage,
+        ServerMessage,
+        SpawnHeader,
+        ZygoteMessage,
+    )
 
 log = logging.getLogger("lambdahost.sandbox")
 
@@ -209,10 +214,15 @@ class ZygoteLink:
         return loop
 
     async def spawn(
-        self, request: SpawnRequest, fds: list[int], timeout: float = START_TIMEOUT
+        self,
+        request: SpawnRequest,
+        fds: list[int],
+        timeout: float = START_TIMEOUT,
+        netns: int = -1,
     ) -> tuple[int, int]:
         """Returns (host pid, pidfd) of the new sandbox's first process. Waits (in order,
-        at most `timeout`) while the zygote is busy; SandboxBusyError if it stays busy."""
+        at most `timeout`) while the zygote is busy; SandboxBusyError if it stays busy.
+        `netns`: a network namespace the sandbox enters (else one of its own, `lo` only)."""
         loop = self.attach()
         if self.lost:
             raise SandboxError("the zygote is gone")
@@ -221,8 +231,11 @@ class ZygoteLink:
         self._pending[spawn_id] = future
         deadline = time.monotonic() + timeout
         try:
-            await self._send_async(self._encode({"t": "spawn", "id": spawn_id}, request), fds,
-                                   deadline)  # fmt: skip
+            header: SpawnHeader = {"t": "spawn", "id": spawn_id}
+            if netns >= 0:
+                header["netns"] = True
+                fds = [*fds, netns]
+            await self._send_async(self._encode(header, request), fds, deadline)
         except BaseException:
             self._pending.pop(spawn_id, None)
             raise

@@ -12,7 +12,7 @@ object, descriptors ride along as SCM_RIGHTS:
 
   server → zygote  {"t": "config", ...}                    first, once (see `preload`)
   zygote → server  {"t": "ready", "pid", "preloaded"}      or {"t": "failed", "error"}
-  server → zygote  {"t": "spawn", "id"}\n{request} + [stderr, *pass_fds]
+  server → zygote  {"t": "spawn", "id"[, "netns"]}\n{request} + [stderr, *pass_fds[, netns]]
   zygote → server  {"t": "spawned", "id", "pid"} + [pidfd] or {"t": "error", "id", "error"}
   zygote → server  {"t": "exit", "pid", "status"}          a sandbox's first process ended
 
@@ -54,7 +54,8 @@ if TYPE_CHECKING:  # for mypy only: at run time nothing of lambdahost is importe
     from lambdahost.sandbox.launcher import SpawnRequest
 
 MAX_MESSAGE = 1 << 20
-NETNS_SPARES = 4  # network namespaces made while idle, ahead of spawns
+NETNS_SPARES = 4  # network namespaces made while idle, ahead of spawns (unless the server
+# sends each spawn's namespace: the function network's, see `SpawnHeader.netns`)
 # Shells: children forked ahead (PID 1 of a new pid namespace each), waiting for a spawn
 # request, so a spawn skips the fork (~2 ms for the zygote's 24 MB). Made only after the
 # zygote has been idle for SHELL_DELAY_MS, so refilling does not compete with a starting
@@ -87,11 +88,13 @@ class ConfigMessage(TypedDict):
     agent: NotRequired[AgentCode]  # none: nothing to preload but the stdlib list
     modules: NotRequired[list[list[str]]]  # [module name, host file, sandbox file]
     bootstraps: NotRequired[list[list[str]]]  # [host file, sandbox file]
+    netns_spares: NotRequired[int]  # loopback-only namespaces to keep made (NETNS_SPARES)
 
 
 class SpawnHeader(TypedDict):
     t: Literal["spawn"]
     id: int  # then "\n" and the `SpawnRequest`, decoded only by the child
+    netns: NotRequired[bool]  # the last descriptor is the network namespace to enter
 
 
 class ReadyMessage(TypedDict):
@@ -244,6 +247,7 @@ class Zygote:
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.own_net_ns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.spare_netns: list[int] = []
+        self.netns_spares = NETNS_SPARES
         self.shells: list[tuple[int, socket.socket]] = []  # (pid, our end of its socket)
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # The last message received, in place: `length` bytes, the body from `body_start`.
@@ -316,6 +320,7 @@ class Zygote:
         spec.loader.exec_module(launcher)
         self.launcher = launcher
         self.seccomp_filter = bytes.fromhex(config["filter"])
+        self.netns_spares = config.get("netns_spares", NETNS_SPARES)
         for name in STDLIB_PRELOAD:
             importlib.import_module(name)
         finder = SandboxPathFinder()
@@ -357,7 +362,7 @@ class Zygote:
         try:
             if not fds:
                 raise ValueError("no stderr descriptor")
-            netns = self.spare_netns.pop() if self.spare_netns else -1
+            netns = self.take_netns(header, fds)
             fds.append(netns)  # closed here below, after the fork
             launcher.unshare(launcher.CLONE_NEWPID)  # for the next child only
             try:
@@ -374,6 +379,13 @@ class Zygote:
                 if fd >= 0:
                     os.close(fd)
         self.spawned(header, pid)
+
+    def take_netns(self, header: SpawnHeader, fds: list[int]) -> int:
+        """The network namespace a spawn enters: the one sent along (removed from `fds`), else
+        a spare, else -1 (the child unshares its own)."""
+        if header.get("netns") and len(fds) > 1:
+            return fds.pop()
+        return self.spare_netns.pop() if self.spare_netns else -1
 
     def spawned(self, header: SpawnHeader, pid: int) -> None:
         launcher = self.launcher
@@ -450,6 +462,10 @@ class Zygote:
             os._exit(125)
         if message is None or not fds:
             os._exit(0)  # the zygote is gone
+        if message["t"] == "spawn" and message.get("netns") and len(fds) > 1:
+            if netns >= 0:
+                os.close(netns)
+            netns = fds.pop()
         self.child(fds[0], fds[1:], netns)
 
     def child(self, stderr_fd: int, received: list[int], netns: int) -> None:
@@ -498,7 +514,7 @@ class Zygote:
         """Called when idle: refill the network namespaces spawns take."""
         launcher = self.launcher
         assert launcher is not None
-        while len(self.spare_netns) < NETNS_SPARES:
+        while len(self.spare_netns) < self.netns_spares:
             try:
                 self.spare_netns.append(launcher.make_network_namespace(self.own_net_ns))
             except OSError:
