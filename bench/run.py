@@ -135,16 +135,17 @@ class Bench:
         )
         floor_python = measure.cold_floor(self.floor_client, "python", c.cold)
         floor_node = measure.cold_floor(self.floor_client, "node", c.cold_node)
-        # The same measurement on the fresh-sandbox path (bubblewrap, no zygote).
-        with running_server(sandbox="bwrap") as fresh_server:
-            fresh_client = fresh_server.endpoint.connect()
-            runtime, handler, code = RUNTIMES["python"]
-            fresh_client.create_function("bench-cold-fresh", runtime, handler, code)
-            fresh_client.wait_settled("bench-cold-fresh")
-            fresh = measure.cold_by_update(fresh_client, "bench-cold-fresh", c.cold // 2)
+        # The same on the fresh-sandbox path (bubblewrap, no zygote), and both without
+        # function networking (`--function-network isolated`): what networking costs.
+        fresh = self._cold_elsewhere(c.cold // 2, sandbox="bwrap")
+        isolated = self._cold_elsewhere(c.cold, network="isolated")
+        fresh_isolated = self._cold_elsewhere(c.cold // 2, sandbox="bwrap", network="isolated")
         r["cold_p50_ms"], r["cold_p99_ms"] = python.p50, python.p99
         r["cold_init_p50_ms"] = python.extra["server_init_p50_ms"]
         r["cold_fresh_p50_ms"], r["cold_fresh_p99_ms"] = fresh.p50, fresh.p99
+        r["cold_isolated_p50_ms"] = isolated.p50
+        r["cold_fresh_isolated_p50_ms"] = fresh_isolated.p50
+        r["network_cold_cost_p50_ms"] = python.p50 - isolated.p50
         r["nodejs"].update(cold_p50_ms=node.p50, cold_p99_ms=node.p99)
         floor.update(cold_p50_ms=floor_python.p50, cold_p99_ms=floor_python.p99)
         floor.update(node_cold_p50_ms=floor_node.p50, node_cold_p99_ms=floor_node.p99)
@@ -154,11 +155,23 @@ class Bench:
                 "method": "UpdateFunctionConfiguration (new env var) before each timed invoke",
                 "python": python.summary(),
                 "python_fresh_sandbox": fresh.summary(),
+                "python_no_network": isolated.summary(),
+                "python_fresh_sandbox_no_network": fresh_isolated.summary(),
                 "nodejs": node.summary(),
                 "floor_python": floor_python.summary(),
                 "floor_nodejs": floor_node.summary(),
             },
         )
+
+    @staticmethod
+    def _cold_elsewhere(count: int, **server: str) -> measure.Latencies:
+        """Python cold starts on a server of its own, started with `server`'s options."""
+        with running_server(**server) as other:
+            client = other.endpoint.connect()
+            runtime, handler, code = RUNTIMES["python"]
+            client.create_function("bench-cold-other", runtime, handler, code)
+            client.wait_settled("bench-cold-other")
+            return measure.cold_by_update(client, "bench-cold-other", count)
 
     def throughput(self) -> None:
         c, r = self.counts, self.results

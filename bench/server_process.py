@@ -61,9 +61,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(keepalive_s: float = 900.0, sandbox: str | None = None) -> Iterator[Server]:
+def running_server(
+    keepalive_s: float = 900.0, sandbox: str | None = None, network: str | None = None
+) -> Iterator[Server]:
     """A server on a free port with a temporary data dir; stopped (SIGTERM, then SIGKILL)
-    and cleaned up however the block ends."""
+    and cleaned up however the block ends. `network`: `--function-network` (default nat)."""
     work = Path(tempfile.mkdtemp(prefix="lambdahost-bench-"))
     data_dir = work / "data"
     port = free_port()
@@ -75,6 +77,7 @@ def running_server(keepalive_s: float = 900.0, sandbox: str | None = None) -> It
         "LAMBDAHOST_KEEPALIVE": str(keepalive_s),
         "LAMBDAHOST_LOG_LEVEL": "warning",
         **({"LAMBDAHOST_SANDBOX": sandbox} if sandbox else {}),
+        **({"LAMBDAHOST_FUNCTION_NETWORK": network} if network else {}),
     }
     argv = [sys.executable, "-m", "lambdahost.cli.main", "serve", "--port", str(port)]
     argv += ["--data-dir", str(data_dir)]

@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,9 @@ BLOCK_PREFIX = 20  # one server's share of the range: 4093 environments
 SMALLEST_BLOCK = 24
 LOCK_DIR = Path("/run/lambdahost/net")
 SPARES = 4  # namespaces kept plugged in ahead of cold starts
+# Spares are made only once no sandbox has started for this long: making one is ~5 ms of
+# netlink work in Python, which would compete with a starting sandbox for the GIL and CPU.
+REFILL_IDLE_S = 0.05
 KEEP_IDLE = 64  # released namespaces kept for reuse; more are removed
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -107,7 +111,10 @@ class FunctionNetwork:
         self._lent: dict[int, NetworkLease] = {}
         self._mutex = threading.Lock()  # _slots, _free, _lent: the loop and the worker share them
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "lambdahost-net")
-        self._refilling = False
+        self._making = False  # a spare is being made on the worker
+        self._last_lease = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._dns = DnsForwarder(self.gateway, settings.dns)
         try:
             self._netlink: Netlink = self._worker.submit(Netlink).result()
@@ -137,6 +144,7 @@ class FunctionNetwork:
 
     async def start(self) -> None:
         """Start the DNS forwarder and plug in the first spares."""
+        self._loop = asyncio.get_running_loop()
         await self._dns.start()
         self._refill_soon()
 
@@ -146,6 +154,7 @@ class FunctionNetwork:
             lease = self._free.popleft() if self._free else None
             if lease is not None:
                 self._lent[lease.slot] = lease
+        self._last_lease = time.monotonic()
         if lease is None:
             loop = asyncio.get_running_loop()
             lease = await loop.run_in_executor(self._worker, self._make, True)
@@ -164,6 +173,8 @@ class FunctionNetwork:
 
     def close(self) -> None:
         """Remove every namespace, veth and rule of this server; release the block."""
+        if self._timer is not None:
+            self._timer.cancel()
         self._dns.close()
         with self._mutex:
             leases = [*self._free, *self._lent.values()]
@@ -222,27 +233,40 @@ class FunctionNetwork:
                 self._free.append(lease)
         return lease
 
-    def _refill_soon(self) -> None:
-        with self._mutex:
-            if self._refilling or len(self._free) >= self.settings.spares:
-                return
-            self._refilling = True
-        self._worker.submit(self._refill)
+    # -- spares, on the loop: one at a time, only while no sandbox starts ----------------------
+    def _refill_soon(self, delay: float = REFILL_IDLE_S) -> None:
+        loop = self._loop
+        if loop is None or self._timer is not None or self._making:
+            return
+        self._timer = loop.call_later(delay, self._refill_tick)
 
-    def _refill(self) -> None:
-        try:
-            while True:
-                with self._mutex:
-                    if len(self._free) >= self.settings.spares:
-                        return
-                try:
-                    self._make(lend=False)
-                except SandboxError as error:
-                    log.warning("%s", error)
-                    return
-        finally:
-            with self._mutex:
-                self._refilling = False
+    def _refill_tick(self) -> None:
+        self._timer = None
+        busy_for = REFILL_IDLE_S - (time.monotonic() - self._last_lease)
+        if busy_for > 0:
+            self._refill_soon(busy_for)
+            return
+        with self._mutex:
+            if len(self._free) >= self.settings.spares or not self._slots:
+                return
+        self._making = True
+        self._worker.submit(self._make, False).add_done_callback(self._made)
+
+    def _made(self, future: concurrent.futures.Future[NetworkLease]) -> None:
+        """On the worker: the spare is in `_free` (or failed); go on from the loop."""
+        error = future.exception()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def go_on() -> None:
+            self._making = False
+            if error is not None:
+                log.warning("cannot make a spare network namespace: %s", error)
+                return  # the next lease makes its own, and tries again afterwards
+            self._refill_soon(0)
+
+        loop.call_soon_threadsafe(go_on)
 
     def _remove(self, lease: NetworkLease) -> None:
         try:
