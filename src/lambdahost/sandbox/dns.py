@@ -65,6 +65,7 @@ class DnsForwarder:
         self._upstreams = list(upstreams)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
+        self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     def upstreams(self) -> list[str]:
@@ -73,18 +74,25 @@ class DnsForwarder:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         udp_sock = _bound(socket.SOCK_DGRAM, self.address, self.port)
+        self._sockets.append(udp_sock)
         transport, _ = await loop.create_datagram_endpoint(lambda: _UdpFront(self), sock=udp_sock)
         self._udp = transport
         tcp_sock = _bound(socket.SOCK_STREAM, self.address, self.port)
+        self._sockets.append(tcp_sock)
         self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp_sock)
 
     def close(self) -> None:
-        if self._udp is not None:
-            self._udp.close()
-        if self._tcp is not None:
-            self._tcp.close()
-        for task in self._tasks:
-            task.cancel()
+        """Stop listening; also after the loop it ran on has closed."""
+        try:
+            if self._udp is not None:
+                self._udp.close()
+            if self._tcp is not None:
+                self._tcp.close()
+            for task in self._tasks:
+                task.cancel()
+        except RuntimeError:  # the loop is closed: nothing will close the sockets but us
+            for sock in self._sockets:
+                sock.close()
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

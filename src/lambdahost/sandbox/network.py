@@ -111,6 +111,7 @@ class FunctionNetwork:
         self._lent: dict[int, NetworkLease] = {}
         self._mutex = threading.Lock()  # _slots, _free, _lent: the loop and the worker share them
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "lambdahost-net")
+        self._closed = False
         self._making = False  # a spare is being made on the worker
         self._last_lease = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -172,7 +173,11 @@ class FunctionNetwork:
         self._worker.submit(self._remove, lease)
 
     def close(self) -> None:
-        """Remove every namespace, veth and rule of this server; release the block."""
+        """Remove every namespace, veth and rule of this server; release the block.
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
         self._dns.close()
