@@ -53,6 +53,10 @@ class Settings:
     cold_starts: int = 0
     cold_start_queue: int = 256
     cold_start_wait_s: float = 10.0
+    # Seconds the execution-role credentials of an environment last. An environment takes a
+    # request only while its credentials outlive the request's timeout (plus a margin), so
+    # environments are replaced before their credentials expire.
+    credentials_lifetime_s: float = 3600.0
     # SQS-/SNS-/EventBridge-compatible endpoints for destinations and dead-letter queues.
     destination_endpoints: dict[str, str] = field(default_factory=dict)
     credentials: Credentials = field(default_factory=lambda: Credentials("", ""))
