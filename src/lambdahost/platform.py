@@ -207,6 +207,7 @@ class Platform:
             capacity=self.capacity,
             starts=starts,
             logs=self._outside_invoke,
+            credentials=self.sessions,
         )
         self._accounts: dict[str, AccountPlane] = {}
         self._opening = threading.Lock()

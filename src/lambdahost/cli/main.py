@@ -171,6 +171,13 @@ def serve(
         envvar="LAMBDAHOST_COLD_START_WAIT",
         help="Seconds a cold start may wait in line before it gets 429 TooManyRequests.",
     ),
+    credentials_lifetime: float = typer.Option(
+        3600.0,
+        envvar="LAMBDAHOST_CREDENTIALS_LIFETIME",
+        min=1.0,
+        help="Seconds the execution-role credentials of an environment last; an environment "
+        "is replaced before they would expire under a request.",
+    ),
     log_level: str = typer.Option("info", envvar="LAMBDAHOST_LOG_LEVEL"),
     access_log: bool = typer.Option(
         False,
@@ -216,6 +223,7 @@ def serve(
         cold_starts=cold_starts,
         cold_start_queue=cold_start_queue,
         cold_start_wait_s=cold_start_wait,
+        credentials_lifetime_s=credentials_lifetime,
         credentials=credentials,
     )
     if no_auth:

@@ -191,10 +191,16 @@ class FunctionFacts(Protocol):
 
 
 def environment_for(
-    spec: FunctionFacts, log_stream: str, *, runtime_api: str = RUNTIME_API
+    spec: FunctionFacts,
+    log_stream: str,
+    *,
+    runtime_api: str = RUNTIME_API,
+    credentials: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The complete environment of the runtime process, as Lambda builds it: defaults the
-    user may override, the user's variables, then the reserved ones on top."""
+    user may override, the user's variables, then the reserved ones on top, among them the
+    execution role's `credentials` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    AWS_SESSION_TOKEN) when there are any."""
     env = {
         "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
         "LD_LIBRARY_PATH": (
@@ -225,4 +231,6 @@ def environment_for(
     )
     if runtime.execution_env:
         env["AWS_EXECUTION_ENV"] = runtime.execution_env
+    if credentials:
+        env.update(credentials)
     return env
