@@ -59,6 +59,10 @@ class Settings:
     function_network_range: str | None = None  # CIDR of the sandboxes' addresses
     egress_deny: tuple[str, ...] | None = None  # CIDRs functions may not reach
     function_dns: tuple[str, ...] = ()  # resolvers the forwarder asks (none: the host's)
+    # Seconds the execution-role credentials of an environment last. An environment takes a
+    # request only while its credentials outlive the request's timeout (plus a margin), so
+    # environments are replaced before their credentials expire.
+    credentials_lifetime_s: float = 3600.0
     # SQS-/SNS-/EventBridge-compatible endpoints for destinations and dead-letter queues.
     destination_endpoints: dict[str, str] = field(default_factory=dict)
     credentials: Credentials = field(default_factory=lambda: Credentials("", ""))

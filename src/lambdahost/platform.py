@@ -27,6 +27,9 @@ from lambdahost.control.lambda_.states import FunctionStates, thread_timer
 from lambdahost.control.lambda_.urls import UrlService
 from lambdahost.control.lambda_.values import ResolvedLayer
 from lambdahost.control.lambda_.versions import VersionService
+from lambdahost.control.sts.revocations import SessionRevocations
+from lambdahost.control.sts.sessions import Principals, Sessions
+from lambdahost.control.sts.tokens import TokenKey
 from lambdahost.invoke.capacity import (
     HostCapacity,
     StartGate,
@@ -67,6 +70,7 @@ class AccountPlane:
         pool: EnvironmentPool,
         call_later: Callable[[float, Callable[[], None]], None],
         loop: Callable[[], asyncio.AbstractEventLoop | None],
+        sessions: Sessions,
         shared_layer: SharedLayer | None = None,
     ) -> None:
         self.settings = settings
@@ -89,6 +93,10 @@ class AccountPlane:
         self.permissions = PermissionService(self.functions, self.changes)
         self.event_configs = EventConfigService(settings, self.functions)
         self.mappings = EventSourceMappings()
+        # STS: sessions are the platform's (one key); revoked roles are this account's.
+        self.sessions = sessions
+        self.revocations = SessionRevocations(self.db)
+        self.revocations.refresh()  # known before the first request of a session
         self.concurrency = ConcurrencyService(
             self.functions, settings.account_concurrency, self._refresh_reserved
         )
@@ -178,6 +186,10 @@ class Platform:
         prepare_data_dir(data_dir)  # 0700: environments, code and credentials live here
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.keyring = Keyring(data_dir, settings.credentials, settings.account_id)
+        # Role sessions (AssumeRole, environments' execution roles): sealed with a key kept
+        # in the data dir, so issuing and proving one touches no database.
+        self.sessions = Sessions(TokenKey.in_dir(data_dir), settings.credentials_lifetime_s)
+        self.principals = Principals(self.keyring, self.sessions)
         # Shared state: the blob store (content-addressed, so accounts share it safely).
         self.blobs = BlobStore(data_dir / "blobs")
         # Node-local: what this host holds and how many environments it starts at once.
@@ -202,6 +214,7 @@ class Platform:
             starts=starts,
             logs=self._outside_invoke,
             api_port=settings.port,
+            credentials=self.sessions,
         )
         self._accounts: dict[str, AccountPlane] = {}
         self._opening = threading.Lock()
@@ -249,13 +262,7 @@ class Platform:
         return plane
 
     def _build(self, account_id: str) -> AccountPlane:
-        data_dir = self.settings.data_dir
-        if account_id == self.settings.account_id:
-            db = Database.in_dir(data_dir)
-        else:
-            directory = _account_dir(data_dir, account_id)
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            db = Database.in_dir(directory)
+        db = account_store(self.settings.data_dir, account_id, self.settings.account_id)
         return AccountPlane(
             dataclasses.replace(self.settings, account_id=account_id),
             db,
@@ -263,6 +270,7 @@ class Platform:
             self.pool,
             self._call_later,
             lambda: self._loop,
+            self.sessions,
             self._shared_layer,
         )
 
@@ -329,6 +337,16 @@ def network_settings(settings: Settings) -> NetworkSettings:
         api_port=settings.port,
         dns=settings.function_dns,
     )
+
+
+def account_store(data_dir: Path, account_id: str, default_account: str) -> Database:
+    """An account's store: the data dir's database for the default account, else its own
+    under `accounts/<id>/` (made when absent)."""
+    if account_id == default_account:
+        return Database.in_dir(data_dir)
+    directory = _account_dir(data_dir, account_id)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Database.in_dir(directory)
 
 
 def _account_dir(data_dir: Path, account_id: str) -> Path:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from fake_backend import FakeBackend
 
+from lambdahost.control.sts.sessions import Sessions
+from lambdahost.control.sts.tokens import TokenKey
 from lambdahost.errors import TooManyRequests
 from lambdahost.invoke import pool as pool_module
 from lambdahost.invoke.capacity import HostCapacity
@@ -33,8 +35,7 @@ def spec(tmp_path: Path, name: str = "fn", memory_mb: int = 128, **changes: obje
         handler="app.handler",
         code_dir=tmp_path,
         memory_mb=memory_mb,
-        timeout_s=3,
-        **changes,  # type: ignore[arg-type]
+        **{"timeout_s": 3, **changes},  # type: ignore[arg-type]
     )
 
 
@@ -237,3 +238,58 @@ def test_a_broken_environment_is_never_reused(
 
     run(backend, tmp_path, body)
     assert len(backend.started) == 2  # one per request: the broken one was discarded
+
+
+def test_environments_are_replaced_before_their_credentials_expire(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    # 2 s credentials, a 0.2 s margin and a 1 s timeout: reusable for 0.8 s after issue.
+    sessions = Sessions(TokenKey(b"k" * 32), function_lifetime_s=2.0)
+    fn = spec(tmp_path, role="arn:aws:iam::000000000000:role/worker", timeout_s=1)
+
+    async def body(pool: EnvironmentPool) -> None:
+        first = await call(pool, fn)
+        keys = [s.spec.env["AWS_ACCESS_KEY_ID"] for s in backend.started]
+        assert len(keys) == 1 and keys[0].startswith("ASIA")
+        assert backend.started[0].spec.env["AWS_SESSION_TOKEN"]
+        assert (await call(pool, fn))["sandbox"] == first["sandbox"]  # fresh: reused
+        await asyncio.sleep(0.9)
+        renewed = await call(pool, fn)
+        assert renewed["sandbox"] != first["sandbox"]
+        assert backend.started[1].spec.env["AWS_ACCESS_KEY_ID"] != keys[0]
+        await asyncio.sleep(0.05)
+        assert backend.started[0].destroyed  # taken out, not parked again
+
+    run(backend, tmp_path, body, credentials=sessions)
+
+
+def test_provisioned_environments_are_replaced_early(backend: FakeBackend, tmp_path: Path) -> None:
+    sessions = Sessions(TokenKey(b"k" * 32), function_lifetime_s=2.0)
+    fn = spec(tmp_path, role="arn:aws:iam::000000000000:role/worker", timeout_s=1)
+
+    async def body(pool: EnvironmentPool) -> None:
+        failure, _, _ = await pool.prewarm(fn)
+        assert failure is None and pool.provisioned(fn) == 1
+        # A margin before it stops taking requests (0.8 s) it no longer counts (0.6 s), so
+        # provisioned concurrency starts its replacement while it still serves.
+        await asyncio.sleep(0.65)
+        assert pool.provisioned(fn) == 0 and not backend.started[0].destroyed
+        deadline = time.monotonic() + 10  # then the reaper takes it, provisioned or not
+        while not backend.started[0].destroyed and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert backend.started[0].destroyed
+
+    run(backend, tmp_path, body, credentials=sessions, keepalive_s=0.2)
+
+
+def test_a_function_without_a_role_of_its_account_gets_no_credentials(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    sessions = Sessions(TokenKey(b"k" * 32), function_lifetime_s=2.0)
+    other_account = spec(tmp_path, role="arn:aws:iam::000000000009:role/theirs")
+
+    async def body(pool: EnvironmentPool) -> None:
+        await call(pool, other_account)
+        assert "AWS_ACCESS_KEY_ID" not in backend.started[0].spec.env
+
+    run(backend, tmp_path, body, credentials=sessions)

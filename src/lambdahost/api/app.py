@@ -27,7 +27,13 @@ from lambdahost.api.routing import ServiceRouter
 from lambdahost.api.service import Call, ServiceApi
 from lambdahost.api.services import all_services
 from lambdahost.api.wire import Head, WireResponse
-from lambdahost.control.iam import Caller, ResourcePolicy, authorize
+from lambdahost.control.iam import (
+    AssumedRoleCaller,
+    Caller,
+    IdentityDenies,
+    ResourcePolicy,
+    authorize,
+)
 from lambdahost.errors import LambdaError, ServiceError
 from lambdahost.platform import AccountPlane, Platform
 
@@ -45,7 +51,7 @@ class Gateway:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.settings = platform.settings
-        self.keyring = platform.keyring
+        self.principals = platform.principals
         self.blobs = platform.blobs
         self.code_urls = CodeUrls()
         default = all_services(platform.default, self.code_urls)
@@ -89,9 +95,9 @@ class Gateway:
     ) -> tuple[WireResponse | Response, dict[str, str]]:
         query_string = request.scope.get("query_string", b"").decode("latin-1")
         # The signed head first: nothing of the body is read for a request that fails it.
-        pending = self._begin_auth(request, head.path, query_string, service.signing_name)
+        auth = self._begin_auth(request, head.path, query_string, service.signing_name)
         limit, too_large = service.body_limit(resolved.name if resolved else None)
-        body, caller = await self._read_body(request, pending, limit, too_large)
+        body, caller = await self._read_body(request, auth, limit, too_large)
         if resolved is None:
             raise LambdaError(
                 f"No {service.model.metadata['serviceId']} operation matches "
@@ -111,7 +117,8 @@ class Gateway:
 
     def _begin_auth(
         self, request: Request, path: str, query: str, service: str
-    ) -> sigv4.PendingSignature | None:
+    ) -> tuple[sigv4.PendingSignature, Caller] | None:
+        """The signed head checked, and who signed it (None when authentication is off)."""
         if not self.settings.auth:
             return None
         head = sigv4.SignedRequest(
@@ -122,34 +129,36 @@ class Gateway:
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]
             ],
         )
+        signer = self.principals.signer(sigv4.session_token(head))
         try:
-            return sigv4.begin(
-                head, self.keyring.secret_for, region=self.settings.region, service=service
+            pending = sigv4.begin(
+                head, signer.secret_for, region=self.settings.region, service=service
             )
         except sigv4.AuthError as exc:
             raise AuthFailure(exc.message, code=exc.code, status=exc.status) from None
+        assert signer.found is not None  # begin() refuses a key without a secret
+        return pending, signer.found.caller
 
     async def _read_body(
         self,
         request: Request,
-        pending: sigv4.PendingSignature | None,
+        auth: tuple[sigv4.PendingSignature, Caller] | None,
         limit: int,
         too_large: Callable[[], LambdaError],
     ) -> tuple[bytes, Caller]:
         """The body, and who sent it (the default account's root when authentication is off)."""
-        if pending is None:  # authentication is off
+        if auth is None:  # authentication is off
             root = Caller.root(self.settings.account_id, self.settings.credentials.access_key_id)
             return (await read_body(request, limit, too_large)).data, root
+        pending, caller = auth
         # Until the signature is proven, the body counts against the shared bound.
         async with self.unverified.admit(expected_size(request, limit)):
             body = await read_body(request, limit, too_large, digest=pending.needs_body_hash)
             try:
-                access_key = pending.finish(body.sha256)
+                pending.finish(body.sha256)
             except sigv4.AuthError as exc:
                 raise AuthFailure(exc.message, code=exc.code, status=exc.status) from None
-        key = self.keyring.lookup(access_key)
-        account = key.account_id if key is not None else self.settings.account_id
-        return body.data, Caller.root(account, access_key)  # joined only now that it is proven
+        return body.data, caller  # joined only now that it is proven
 
     async def _authorize(
         self, service: ServiceApi, operation: str, params: dict[str, object], caller: Caller
@@ -161,9 +170,13 @@ class Gateway:
             if service.name == "lambda"
             else None
         )
+        denies = await self._identity_policy(caller)
         if resource is None:
-            action = action_of(operation) if service.name == "lambda" else operation
-            authorize(caller, action, "*", caller.account_id)
+            if service.name == "lambda":
+                action = action_of(operation)
+            else:
+                action = f"{service.signing_name}:{operation}"
+            authorize(caller, action, "*", caller.account_id, identity_denies=denies)
             return caller.account_id
         region, owner = self.settings.region, resource.account_id
         plane = self.platform.opened(owner)
@@ -187,8 +200,21 @@ class Gateway:
                 def policy(who: Caller, action: str) -> bool:
                     return layers.allows(who, resource.name, resource.version)
 
-        await asyncio.to_thread(authorize, caller, resource.action, arn, owner, policy)
+        await asyncio.to_thread(authorize, caller, resource.action, arn, owner, policy, denies)
         return owner
+
+    async def _identity_policy(self, caller: Caller) -> IdentityDenies | None:
+        """What denies `caller` by its identity: today only the revocation of its role's older
+        sessions, kept in its account's store (read again at most every second)."""
+        if not isinstance(caller, AssumedRoleCaller):
+            return None
+        plane = self.platform.opened(caller.account_id)
+        if plane is None:
+            plane = await asyncio.to_thread(self.platform.account, caller.account_id)
+        revocations = plane.revocations
+        if revocations.stale:
+            await asyncio.to_thread(revocations.refresh)
+        return revocations.denies
 
     async def _url_frontend(self, url_id: str) -> function_urls.FunctionUrlFrontend:
         """The function URL frontend of the account that owns the URL (the default account's
@@ -208,7 +234,8 @@ class Gateway:
                 owner.permissions,
                 owner.invoker,
                 self.unverified,
-                self.keyring,
+                self.principals,
+                self._identity_policy,
             )
             self._url_frontends[owner.account_id] = frontend
         return frontend

@@ -108,5 +108,5 @@ class ServiceApi:
         if kind == "json":
             return JsonRpc(self.model, built, validation_code=self.validation_code)
         if kind in ("query", "ec2"):
-            return Query(self.model, built)
+            return Query(self.model, built, validation_code=self.validation_code)
         raise ValueError(f"{self.name}: protocol {kind} is not served")

@@ -2,6 +2,8 @@
 
 `verify()` checks one request signed either with an `Authorization: AWS4-HMAC-SHA256 …` header
 or as a presigned URL (`X-Amz-Signature` & co. in the query), and returns the access key id.
+Temporary credentials add a session token (`X-Amz-Security-Token`, `session_token()`): the
+caller's `secret_for` reads it to find the key's secret, and may refuse it (expired) by raising.
 It is framework-free: the ASGI layer builds a `SignedRequest` from the raw wire data
 (`scope["raw_path"]`, `scope["query_string"]`, the header list, the body) and maps `AuthError`
 to the AWS error envelope.
@@ -27,7 +29,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import quote, unquote_to_bytes
 
-__all__ = ["AuthError", "PendingSignature", "SignedRequest", "begin", "verify"]
+__all__ = ["AuthError", "PendingSignature", "SignedRequest", "begin", "session_token", "verify"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -105,6 +107,19 @@ def verify(
     pending = begin(request, secret_for, region=region, service=service, now=now, max_skew=max_skew)
     digest = hashlib.sha256(request.body).hexdigest() if pending.needs_body_hash else ""
     return pending.finish(digest)
+
+
+def session_token(request: SignedRequest) -> str | None:
+    """The request's session token (temporary credentials): the `X-Amz-Security-Token`
+    header, or the query parameter of a presigned URL; None when it has none."""
+    for name, value in request.headers:
+        if name.lower() == "x-amz-security-token":
+            return value.strip() or None
+    if "X-Amz-Security-Token=" in request.query:
+        for raw_name, raw_value in _parse_query(request.query):
+            if raw_name == b"X-Amz-Security-Token":
+                return raw_value.decode("utf-8", "replace") or None
+    return None
 
 
 _SCOPE_SERVICE = re.compile(r"Credential=[^/,\s]*/[^/]*/[^/]*/([^/,\s]+)/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -68,6 +69,44 @@ def credentials_list(
     keys = read_credentials_file(path) if path.exists() else []
     for creds in keys:
         print(f"{creds.access_key_id}\t{creds.account_id or account_id}")
+
+
+@credentials_app.command("revoke-sessions")
+def credentials_revoke_sessions(
+    role_arn: str = typer.Option(..., "--role-arn", help="The role whose sessions to revoke."),
+    data_dir: Path = typer.Option(None, help=DATA_DIR_HELP),
+    account_id: str = typer.Option(
+        DEFAULT_ACCOUNT, envvar="LAMBDAHOST_ACCOUNT_ID", help="The server's default account."
+    ),
+) -> None:
+    """Revoke the role's active sessions, as AWS's IAM console does: every credential of
+    the role issued until now (AssumeRole's, and functions' environments') is denied every
+    action; new sessions work. A running server applies it within a second."""
+    from lambdahost.control.sts.revocations import SessionRevocations
+    from lambdahost.control.sts.tokens import role_parts
+    from lambdahost.platform import account_store
+
+    try:
+        _, account, _ = role_parts(role_arn)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--role-arn") from None
+    directory = (data_dir or default_data_dir()).resolve()
+    path = directory / "credentials"
+    keys = read_credentials_file(path) if path.exists() else []
+    known = {account_id, *(k.account_id for k in keys if k.account_id)}
+    if account not in known and not (directory / "accounts" / account).is_dir():
+        raise typer.BadParameter(
+            f"account {account} has no access keys and no store in {directory}",
+            param_hint="--role-arn",
+        )
+    db = account_store(directory, account, account_id)
+    try:
+        db.migrate()
+        cutoff = SessionRevocations(db).revoke(role_arn)
+    finally:
+        db.close()
+    moment = datetime.fromtimestamp(cutoff / 1000, UTC).isoformat(timespec="milliseconds")
+    console.print(f"[green]Sessions of {role_arn} issued before {moment} are revoked.[/]")
 
 
 @app.command()
@@ -155,6 +194,13 @@ def serve(
         help="Comma-separated resolvers functions' DNS queries go to [default: this "
         "host's, from /etc/resolv.conf].",
     ),
+    credentials_lifetime: float = typer.Option(
+        3600.0,
+        envvar="LAMBDAHOST_CREDENTIALS_LIFETIME",
+        min=1.0,
+        help="Seconds the execution-role credentials of an environment last; an environment "
+        "is replaced before they would expire under a request.",
+    ),
     log_level: str = typer.Option("info", envvar="LAMBDAHOST_LOG_LEVEL"),
     access_log: bool = typer.Option(
         False,
@@ -205,6 +251,7 @@ def serve(
         function_network_range=function_network_range,
         egress_deny=None if egress_deny is None else _cidrs(egress_deny),
         function_dns=_cidrs(function_dns),
+        credentials_lifetime_s=credentials_lifetime,
         credentials=credentials,
     )
     try:

@@ -24,6 +24,7 @@ from typing import Any, cast
 import lambdahost
 from lambdahost.agent.boot import encode_candidates
 from lambdahost.agent.protocol import encode
+from lambdahost.control.sts.sessions import FunctionCredentials
 from lambdahost.invoke.agent_limits import (
     BIG_HEADERS,
     BUFFERED_SIZE_ERROR,
@@ -201,6 +202,10 @@ class Environment:
         self.freeze_started = False
         self.last_used = 0.0
         self.on_death = on_death  # told once when the runtime or agent dies
+        # The execution role's credentials it starts with (set by the pool before `start`):
+        # a process's environment cannot change, so the environment is retired before they
+        # expire (`EnvironmentPool`).
+        self.credentials: FunctionCredentials | None = None
         self._waiter: asyncio.Future[Message] | None = None
         self._inbox: deque[Message] = deque()  # received, not yet claimed by next_message()
         self._inbox_bytes = 0
@@ -215,7 +220,10 @@ class Environment:
         spec = self.spec
         host_end, agent_end = socket.socketpair()
         try:
-            env = environment_for(spec, self.log_stream, endpoint_url=endpoint_url)
+            credentials = self.credentials.variables if self.credentials is not None else None
+            env = environment_for(
+                spec, self.log_stream, credentials=credentials, endpoint_url=endpoint_url
+            )
             env["LAMBDAHOST_AGENT_FD"] = str(agent_end.fileno())
             candidates = bootstrap_candidates(spec.runtime, spec.environment)
             env["LAMBDAHOST_BOOTSTRAP"] = encode_candidates(candidates)

@@ -30,6 +30,7 @@ class FunctionSpec:
     region: str = "us-east-1"
     account_id: str = "000000000000"
     initialization_type: str = "on-demand"  # or "provisioned-concurrency"
+    role: str = ""  # the execution role's ARN: whose credentials the environment gets
 
     @property
     def log_group(self) -> str:

@@ -9,6 +9,11 @@ Contract (what `invoke/` relies on):
   exception; broken environments are discarded and the next invoke starts a fresh one.
   Only a sandbox that cannot be created at all raises (`SandboxError`).
 - Idle environments are frozen (cgroup freezer) and destroyed after `keepalive_s` unused.
+- Credentials (given a `credentials` issuer): each new environment gets fresh credentials of
+  its function's execution role. An environment takes a request only while they outlive the
+  request's timeout plus a margin (`FunctionCredentials.renew_by`); past that it is retired
+  and the next request gets a new environment, with new credentials. Provisioned ones count
+  as provisioned only while they have a margin more, so a replacement starts early.
 - Host capacity (see `capacity`): every live environment holds its MemorySize and
   EphemeralStorage against the host's budgets; a cold start that does not fit evicts idle
   environments (least recently used first, never provisioned ones), else raises
@@ -29,6 +34,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from lambdahost.control.sts.sessions import Sessions
 from lambdahost.invoke.capacity import (
     HostCapacity,
     Need,
@@ -76,8 +82,10 @@ class EnvironmentPool:
         starts: StartGate | None = None,
         logs: LogSink | None = None,
         api_port: int = 0,
+        credentials: Sessions | None = None,
     ) -> None:
         self.backend = backend
+        self.credentials = credentials  # issues each new environment's role credentials
         # The platform's API as functions reach it (AWS_ENDPOINT_URL): through the function
         # network's gateway; none when sandboxes have no network.
         self.endpoint_url = (
@@ -158,7 +166,9 @@ class EnvironmentPool:
         """Live provisioned environments of exactly this function revision."""
         self._provisioned = {env for env in self._provisioned if env in self._all and not env.dead}
         key = (spec.arn, spec.version, spec.revision_id)
-        return sum(1 for env in self._provisioned if env.key == key)
+        # One whose credentials near their end no longer counts: its replacement starts
+        # while it still serves.
+        return sum(1 for env in self._provisioned if env.key == key and _fresh(env, early=True))
 
     async def unprovision(self, spec: FunctionSpec, count: int | None = None) -> None:
         """Stop keeping `count` (default: all) provisioned environments of this function version;
@@ -289,6 +299,11 @@ class EnvironmentPool:
         started = time.perf_counter()
         self._all.add(env)
         try:
+            if self.credentials is not None:  # microseconds: a sealed token, no I/O
+                spec = env.spec
+                env.credentials = self.credentials.for_function(
+                    spec.account_id, spec.role, spec.name
+                )
             await env.start(self.backend, self.runtime_root, self.endpoint_url)
         except BaseException:
             self._all.discard(env)
@@ -441,6 +456,9 @@ class EnvironmentPool:
         idle = self._idle.get((spec.arn, spec.version, spec.revision_id))
         while idle:
             env = idle.pop()  # most recently used: warmest caches
+            if not _fresh(env):  # its credentials could expire under this request
+                self._spawn(self._discard(env))
+                continue
             try:
                 await self._resume(env)
             except Exception as error:  # a sandbox that cannot thaw is useless, not fatal
@@ -463,7 +481,7 @@ class EnvironmentPool:
             env.frozen = False
 
     def _park(self, env: Environment) -> None:
-        if env.retired or self._closed:
+        if env.retired or self._closed or not _fresh(env):
             self._spawn(self._discard(env))
             return
         env.last_used = time.monotonic()
@@ -514,7 +532,10 @@ class EnvironmentPool:
             deadline = time.monotonic() - self.keepalive_s
             for idle in list(self._idle.values()):
                 for env in [
-                    env for env in idle if env.last_used < deadline and env not in self._provisioned
+                    env
+                    for env in idle
+                    if (env.last_used < deadline and env not in self._provisioned)
+                    or not _fresh(env)
                 ]:
                     self._take_out_of_idle(env)
                     self._spawn(self._discard(env))
@@ -550,3 +571,13 @@ class EnvironmentPool:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _fresh(env: Environment, early: bool = False) -> bool:
+    """Whether `env`'s credentials outlive a request of its function started now (`early`:
+    with a renewal margin to spare, the time a replacement has to start)."""
+    credentials = env.credentials
+    if credentials is None:
+        return True
+    spare = credentials.expires_at - credentials.renew_by if early else 0.0
+    return credentials.outlive(time.time(), env.spec.timeout_s + spare)

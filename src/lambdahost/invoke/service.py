@@ -276,6 +276,7 @@ class Invoker:
             layer_dirs=self._opt(version.layer_dirs),
             region=self.settings.region,
             account_id=self.settings.account_id,
+            role=c.role,
         )
 
     def _opt(self, layer_dirs: tuple[Path, ...]) -> tuple[Path, ...]:

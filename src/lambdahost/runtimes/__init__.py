@@ -196,9 +196,12 @@ def environment_for(
     *,
     runtime_api: str = RUNTIME_API,
     endpoint_url: str | None = None,
+    credentials: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The complete environment of the runtime process, as Lambda builds it: defaults the
-    user may override, the user's variables, then the reserved ones on top.
+    user may override, the user's variables, then the reserved ones on top, among them the
+    execution role's `credentials` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    AWS_SESSION_TOKEN) when there are any.
     `endpoint_url`: the platform's API as the function reaches it; the AWS SDKs send every
     call there (`AWS_ENDPOINT_URL`) unless the function's own environment says otherwise."""
     env = {
@@ -233,4 +236,6 @@ def environment_for(
     )
     if runtime.execution_env:
         env["AWS_EXECUTION_ENV"] = runtime.execution_env
+    if credentials:
+        env.update(credentials)
     return env

@@ -184,3 +184,13 @@ class FunctionPolicyRow(Base):
     qualifier: Mapped[str] = mapped_column(Name(128), primary_key=True)
     statements: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # in order
     revision_id: Mapped[str] = mapped_column(Name(36))
+
+
+class RoleRevocationRow(Base):
+    """A role whose sessions issued before `not_before_ms` are refused (AWS's "revoke active
+    sessions": the role's AWSRevokeOlderSessions policy, denying aws:TokenIssueTime before it)."""
+
+    __tablename__ = "role_session_revocations"
+
+    role_arn: Mapped[str] = mapped_column(Name(2048), primary_key=True)
+    not_before_ms: Mapped[int] = mapped_column(BigInteger)

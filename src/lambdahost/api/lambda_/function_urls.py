@@ -23,6 +23,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,17 +43,21 @@ from lambdahost.api.lambda_.url_responses import (
     rejection_for,
 )
 from lambdahost.config import Keyring, Settings
-from lambdahost.control.iam import Caller
+from lambdahost.control.iam import Caller, IdentityDenies
 from lambdahost.control.lambda_.permissions import (
     INVOKE_FUNCTION,
     INVOKE_FUNCTION_URL,
     PermissionService,
 )
 from lambdahost.control.lambda_.urls import FunctionUrl, UrlService
+from lambdahost.control.sts.sessions import Principals, Sessions
+from lambdahost.control.sts.tokens import TokenKey
 from lambdahost.errors import AccessDenied, LambdaError
 from lambdahost.invoke.service import Invoker
 
 log = logging.getLogger("lambdahost.api.urls")
+# What denies a caller by its identity (`Gateway._identity_policy`).
+IdentityPolicyOf = Callable[[Caller], Awaitable[IdentityDenies | None]]
 PATH_PREFIX = "/_lambdahost/url/"
 REQUEST_MAX = 6 * 1024 * 1024
 _HOST = re.compile(r"^([a-z0-9]{32})\.lambda-url\.([a-z0-9-]+)\.localhost\.?(?::\d+)?$")
@@ -88,17 +93,21 @@ class FunctionUrlFrontend:
         permissions: PermissionService,
         invoker: Invoker,
         unverified: UnverifiedBodies | None = None,
-        keyring: Keyring | None = None,
+        principals: Principals | None = None,
+        identity_policy: IdentityPolicyOf | None = None,
     ) -> None:
-        """The URLs of one account (`settings.account_id`); `keyring` knows every access key
-        (of any account) that may sign an AWS_IAM request."""
+        """The URLs of one account (`settings.account_id`); `principals` knows every access
+        key (of any account, and role sessions) that may sign an AWS_IAM request, and
+        `identity_policy` what denies a caller by its identity (revoked role sessions)."""
         self.settings = settings
         self.urls = urls
         self.permissions = permissions
         self.invoker = invoker
-        self.keyring = keyring or Keyring(
-            settings.data_dir, settings.credentials, settings.account_id
+        self.principals = principals or Principals(
+            Keyring(settings.data_dir, settings.credentials, settings.account_id),
+            Sessions(TokenKey.in_dir(settings.data_dir)),
         )
+        self.identity_policy = identity_policy
         # Bodies of AWS_IAM requests whose signature is not yet proven (shared with the API).
         self.unverified = unverified or UnverifiedBodies()
 
@@ -111,8 +120,8 @@ class FunctionUrlFrontend:
                 return _preflight(url.cors, request)
             # Who may call is settled before a byte of the body is read: the signed head of
             # an AWS_IAM request, the resource policy of a NONE one.
-            pending = self._begin_auth(url, request)
-            body, caller = await self._read_and_authorize(url, request, pending)
+            auth = self._begin_auth(url, request)
+            body, caller = await self._read_and_authorize(url, request, auth)
             event = self._event(url, target, request, body, caller, request_id)
             if url.invoke_mode == "RESPONSE_STREAM":
                 from lambdahost.api.lambda_.url_streaming import invoke_streaming
@@ -156,7 +165,9 @@ class FunctionUrlFrontend:
 
     # -- auth -----------------------------------------------------------------------------
 
-    def _begin_auth(self, url: FunctionUrl, request: Request) -> sigv4.PendingSignature | None:
+    def _begin_auth(
+        self, url: FunctionUrl, request: Request
+    ) -> tuple[sigv4.PendingSignature, Caller] | None:
         if url.auth_type != "AWS_IAM" or not self.settings.auth:
             return None
         head = sigv4.SignedRequest(
@@ -168,43 +179,53 @@ class FunctionUrlFrontend:
             ],
         )
         settings = self.settings
+        signer = self.principals.signer(sigv4.session_token(head))
         try:
-            return sigv4.begin(
-                head, self.keyring.secret_for, region=settings.region, service="lambda"
-            )
+            pending = sigv4.begin(head, signer.secret_for, region=settings.region, service="lambda")
         except sigv4.AuthError as exc:
             raise _auth_rejection(exc) from None
+        except LambdaError as exc:  # an expired session token
+            raise UrlRejection(403, exc.message) from None
+        assert signer.found is not None  # begin() refuses a key without a secret
+        return pending, signer.found.caller
 
     async def _read_and_authorize(
-        self, url: FunctionUrl, request: Request, pending: sigv4.PendingSignature | None
-    ) -> tuple[bytes, str | None]:
-        """The body, and the caller's access key id (AWS_IAM) or None (anonymous)."""
+        self,
+        url: FunctionUrl,
+        request: Request,
+        auth: tuple[sigv4.PendingSignature, Caller] | None,
+    ) -> tuple[bytes, Caller | None]:
+        """The body, and who signed it (AWS_IAM) or None (anonymous)."""
         if url.auth_type != "AWS_IAM":
             self._check_public(url)
             return (await _read_body(request)).data, None
-        if pending is None:  # authentication is off
-            root = self.settings.credentials.access_key_id
+        if auth is None:  # authentication is off
+            settings = self.settings
+            root = Caller.root(settings.account_id, settings.credentials.access_key_id)
             return (await _read_body(request)).data, root
+        pending, caller = auth
         async with self.unverified.admit(expected_size(request, REQUEST_MAX)):
             body = await _read_body(request, digest=pending.needs_body_hash)
             try:
-                caller = pending.finish(body.sha256)
+                pending.finish(body.sha256)
             except sigv4.AuthError as exc:
                 raise _auth_rejection(exc) from None
+        if self.identity_policy is not None:
+            denies = await self.identity_policy(caller)
+            if denies is not None and denies(caller, INVOKE_FUNCTION_URL):
+                raise forbidden()
         # A signer of another account needs the function's policy to grant it the URL.
-        account = self._account_of(caller)
-        if account != self.settings.account_id:
-            who = Caller.root(account, caller)
+        if caller.account_id != self.settings.account_id:
             allowed = await run_in_threadpool(
-                self.permissions.allows, who, url.function_name, url.qualifier, INVOKE_FUNCTION_URL
+                self.permissions.allows,
+                caller,
+                url.function_name,
+                url.qualifier,
+                INVOKE_FUNCTION_URL,
             )
             if not allowed:
                 raise forbidden()
         return body.data, caller
-
-    def _account_of(self, access_key: str) -> str:
-        key = self.keyring.lookup(access_key)
-        return key.account_id if key is not None else self.settings.account_id
 
     def _check_public(self, url: FunctionUrl) -> None:
         context = {
@@ -224,7 +245,7 @@ class FunctionUrlFrontend:
         target: Target,
         request: Request,
         body: bytes,
-        caller: str | None,
+        caller: Caller | None,
         request_id: str,
     ) -> dict[str, Any]:
         settings = self.settings
@@ -248,7 +269,7 @@ class FunctionUrlFrontend:
         now = datetime.now(UTC)
         domain = f"{url.url_id}.lambda-url.{settings.region}.localhost"
         context: dict[str, Any] = {
-            "accountId": self._account_of(caller) if caller else "anonymous",
+            "accountId": caller.account_id if caller else "anonymous",
             "apiId": url.url_id,
             "domainName": domain,
             "domainPrefix": url.url_id,
@@ -266,16 +287,15 @@ class FunctionUrlFrontend:
             "timeEpoch": int(now.timestamp() * 1000),
         }
         if caller:
-            account = self._account_of(caller)
             context["authorizer"] = {
                 "iam": {
-                    "accessKey": caller,
-                    "accountId": account,
-                    "callerId": account,
+                    "accessKey": caller.access_key_id,
+                    "accountId": caller.account_id,
+                    "callerId": caller.user_id,
                     "cognitoIdentity": None,
                     "principalOrgId": None,
-                    "userArn": f"arn:aws:iam::{account}:root",
-                    "userId": account,
+                    "userArn": caller.arn,
+                    "userId": caller.user_id,
                 }
             }
         event: dict[str, Any] = {

@@ -26,14 +26,21 @@ from lambdahost.errors import LambdaError, ValidationError
 
 Form = dict[str, str]
 
-# SigV4 failures carry the rest-json names inside lambdahost; query services spell them so.
+# SigV4 and authorization failures carry the rest-json names inside lambdahost; query
+# services spell them so.
 _AUTH_CODES = {
     "MissingAuthenticationTokenException": "MissingAuthenticationToken",
     "IncompleteSignatureException": "IncompleteSignature",
     "InvalidSignatureException": "SignatureDoesNotMatch",
     "UnrecognizedClientException": "InvalidClientTokenId",
+    "ExpiredTokenException": "ExpiredToken",
+    "AccessDeniedException": "AccessDenied",
 }
-_EC2_AUTH_CODES = {**_AUTH_CODES, "InvalidSignatureException": "AuthFailure"}
+_EC2_AUTH_CODES = {
+    **_AUTH_CODES,
+    "InvalidSignatureException": "AuthFailure",
+    "AccessDeniedException": "UnauthorizedOperation",
+}
 # Characters XML 1.0 cannot carry even escaped: shown as U+FFFD, as a parser would fail on them.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -43,9 +50,13 @@ def escape(text: str) -> str:
 
 
 class Query:
-    def __init__(self, model: ServiceModel, built: frozenset[str]) -> None:
+    def __init__(
+        self, model: ServiceModel, built: frozenset[str], *, validation_code: str | None = None
+    ) -> None:
         self.model = model
         self.built = built
+        # What the service calls constraint failures (STS: ValidationError).
+        self.validation_code = validation_code
         self.ec2 = model.protocol == "ec2"
         self.namespace = model.metadata.get("xmlNamespace", "")
 
@@ -69,8 +80,13 @@ class Query:
         shape = operation.input_shape
         if shape is None:
             return action, {}
-        params = self._structure(shape, form, "")
-        validate(shape, params)
+        try:
+            params = self._structure(shape, form, "")
+            validate(shape, params)
+        except ValidationError as exc:
+            if self.validation_code is None:
+                raise
+            raise LambdaError(exc.message, code=self.validation_code) from None
         return action, params
 
     # --- input ------------------------------------------------------------------------------

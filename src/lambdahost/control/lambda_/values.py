@@ -29,6 +29,7 @@ class FunctionConfiguration:
     environment: Mapping[str, str]  # the user's variables
     state: str  # Pending | Active | Inactive | Failed
     dead_letter_arn: str | None
+    role: str = ""  # the execution role's ARN
 
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> FunctionConfiguration:
@@ -47,6 +48,7 @@ class FunctionConfiguration:
             environment=dict((config.get("Environment") or {}).get("Variables") or {}),
             state=config.get("State") or "Pending",
             dead_letter_arn=(config.get("DeadLetterConfig") or {}).get("TargetArn") or None,
+            role=config.get("Role") or "",
         )
 
 
