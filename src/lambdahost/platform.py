@@ -43,6 +43,7 @@ from lambdahost.invoke.model import FunctionSpec, LogLine
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.provisioned import ProvisionedConcurrency
 from lambdahost.invoke.queue import Doorbell, EventQueue
+from lambdahost.invoke.sdks import find_sdks
 from lambdahost.invoke.service import Invoker
 from lambdahost.sandbox import open_backend
 from lambdahost.store.blobs import BlobStore
@@ -195,6 +196,7 @@ class Platform:
             capacity=self.capacity,
             starts=starts,
             logs=self._outside_invoke,
+            sdks=find_sdks(),  # node-local: installed on this host by `make install`
         )
         self._accounts: dict[str, AccountPlane] = {}
         self._opening = threading.Lock()

@@ -50,6 +50,7 @@ from lambdahost.invoke.reports import (
     report_record,
     start_line,
 )
+from lambdahost.invoke.sdks import RuntimeSdks
 from lambdahost.invoke.streaming import ChunkCollector
 from lambdahost.runtimes import python_runtime_dirs
 from lambdahost.sandbox.api import Backend
@@ -75,6 +76,7 @@ class EnvironmentPool:
         capacity: HostCapacity | None = None,
         starts: StartGate | None = None,
         logs: LogSink | None = None,
+        sdks: RuntimeSdks | None = None,
     ) -> None:
         self.backend = backend
         # Output of environments outside any invoke (the SHUTDOWN phase of extensions).
@@ -86,6 +88,7 @@ class EnvironmentPool:
         self._measuring: asyncio.Task[None] | None = None
         # Holds `agent/` and `runtimes/` (see `environment.PACKAGE_ROOT`).
         self.runtime_root = runtime_root or PACKAGE_ROOT
+        self.sdks = sdks or RuntimeSdks()  # the AWS SDKs the managed runtimes ship (`sdks`)
         self._idle: dict[Key, list[Environment]] = {}
         self._all: set[Environment] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -97,6 +100,7 @@ class EnvironmentPool:
     async def start(self) -> None:
         await asyncio.to_thread(self.backend.cleanup_stale)
         await asyncio.to_thread(self._precompile)
+        self.sdks = await asyncio.to_thread(self.sdks.prepared, self.runtime_root / "runtimes")
         self._reaper = asyncio.create_task(self._reap_idle())
         self._measuring = asyncio.create_task(self.capacity.keep_measuring())
 
@@ -282,7 +286,7 @@ class EnvironmentPool:
         started = time.perf_counter()
         self._all.add(env)
         try:
-            await env.start(self.backend, self.runtime_root)
+            await env.start(self.backend, self.runtime_root, self.sdks)
         except BaseException:
             self._all.discard(env)
             await self._destroy(env)
