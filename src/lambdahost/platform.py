@@ -46,6 +46,7 @@ from lambdahost.invoke.model import FunctionSpec, LogLine
 from lambdahost.invoke.pool import EnvironmentPool
 from lambdahost.invoke.provisioned import ProvisionedConcurrency
 from lambdahost.invoke.queue import Doorbell, EventQueue
+from lambdahost.invoke.sdks import find_sdks
 from lambdahost.invoke.service import Invoker
 from lambdahost.sandbox import NetworkSettings, open_backend
 from lambdahost.store.blobs import BlobStore
@@ -215,6 +216,7 @@ class Platform:
             logs=self._outside_invoke,
             api_port=settings.port,
             credentials=self.sessions,
+            sdks=find_sdks(),  # node-local: installed on this host by `make install`
         )
         self._accounts: dict[str, AccountPlane] = {}
         self._opening = threading.Lock()

@@ -26,6 +26,7 @@ from lambdahost.sandbox import (
     BACKENDS,
     Backend,
     Exec,
+    Link,
     Mount,
     SandboxError,
     SandboxSpec,
@@ -324,6 +325,20 @@ def test_sandboxes_do_not_share_tmp(backend: Backend, task_dir: Path) -> None:
         return seen
 
     assert asyncio.run(run()) == {"tmp": []}
+
+
+def test_links_in_the_root(backend: Backend, task_dir: Path) -> None:
+    """`SandboxSpec.links` become symbolic links in the sandbox's own root (how the nodejs
+    runtime's SDK reaches ES modules at /node_modules)."""
+    code = """
+    result["link"] = os.readlink("/node_modules")
+    result["through"] = os.path.isfile("/node_modules/probe.py")
+    result["nested"] = os.readlink("/var/lang/x")
+    """
+    links = (Link("/node_modules", "/var/task"), Link("/var/lang/x", "../task"))
+    status, seen, _ = asyncio.run(probe(backend, task_dir, code, links=links))
+    assert status == 0
+    assert seen == {"link": "/var/task", "through": True, "nested": "../task"}
 
 
 def test_pass_fds_keep_their_numbers(backend: Backend, task_dir: Path, tmp_path: Path) -> None:

@@ -81,6 +81,62 @@ def test_esm_mjs_and_package_type_module(tmp_path: Path, agents) -> None:
     assert agent.call()[1] == b'"module-js"'
 
 
+def test_esm_with_top_level_await(tmp_path: Path, agents) -> None:
+    """An ES module index.js that awaits at its top level (require() refuses those: AWS
+    imports it), next to a .cjs handler in the same "type": "module" package."""
+    typed = tmp_path / "typed"
+    write(typed, "package.json", '{"type": "module"}')
+    code = (
+        "const ready = await new Promise((done) => setTimeout(() => done('awaited'), 20));\n"
+        "export const handler = async () => ({ready, kind: typeof require});\n"
+    )
+    write(typed, "index.js", code)
+    result = json.loads(start(agents, typed).call()[1])
+    assert result == {"ready": "awaited", "kind": "undefined"}
+    write(typed, "old.cjs", "exports.handler = async () => typeof require;\n")
+    assert start(agents, typed, "old.handler").call()[1] == b'"function"'
+    # An ES module .js outside any "type": "module" package: Node tells it by its syntax.
+    plain = tmp_path / "plain"
+    code = "const n = await Promise.resolve(5);\nexport const handler = async () => n;\n"
+    write(plain, "index.js", code)
+    assert start(agents, plain).call()[1] == b"5"
+
+
+def test_esm_searches_node_path(tmp_path: Path, agents) -> None:
+    """ES modules find packages in NODE_PATH's node_modules directories, in order, after the
+    node_modules above them (what AWS's runtime does for layers and its SDK)."""
+    first, second = tmp_path / "first" / "node_modules", tmp_path / "second" / "node_modules"
+    package = '{"name": "%s", "exports": "./index.js", "type": "module"}'
+    write(first / "shared", "package.json", package % "shared")
+    write(first / "shared", "index.js", "export const who = 'first';\n")
+    write(second / "shared", "package.json", package % "shared")
+    write(second / "shared", "index.js", "export const who = 'second';\n")
+    write(second / "only2", "package.json", package % "only2")
+    write(second / "only2", "index.js", "export const who = 'only2';\n")
+    code = tmp_path / "code"
+    write(code / "node_modules" / "bundled", "package.json", package % "bundled")
+    write(code / "node_modules" / "bundled", "index.js", "export const who = 'bundled';\n")
+    write(
+        code,
+        "index.mjs",
+        "import { who as a } from 'shared';\nimport { who as b } from 'only2';\n"
+        "import { who as c } from 'bundled';\nexport const handler = async () => [a, b, c];\n",
+    )
+    spec = make_spec(
+        code, "nodejs20.x", "index.handler", environment={"NODE_PATH": f"{first}:{second}"}
+    )
+    agent = agents(spec)
+    assert agent.receive()[0]["t"] == "ready"
+    assert json.loads(agent.call()[1]) == ["first", "only2", "bundled"]
+    write(code, "missing.mjs", "import 'nowhere-at-all';\nexport const handler = () => 1;\n")
+    agent = agents(
+        make_spec(code, "nodejs20.x", "missing.handler", environment={"NODE_PATH": str(first)})
+    )
+    header, body = agent.receive()
+    assert header["error_type"] == "Runtime.ImportModuleError"
+    assert "Cannot find package 'nowhere-at-all'" in json.loads(body)["errorMessage"]
+
+
 def test_callback_handlers(tmp_path: Path, agents) -> None:
     code = """
 exports.cb = (event, context, callback) => { callback(null, {cb: event.v}); };

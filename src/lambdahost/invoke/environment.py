@@ -35,6 +35,7 @@ from lambdahost.invoke.agent_limits import (
     LogBudget,
 )
 from lambdahost.invoke.model import FunctionSpec, InvokeRequest, LogLine
+from lambdahost.invoke.sdks import RuntimeSdks
 from lambdahost.runtimes import (
     OPT_DIR,
     PYTHON,
@@ -215,9 +216,15 @@ class Environment:
         self._bye: asyncio.Future[Message] | None = None
 
     async def start(
-        self, backend: Backend, runtime_root: Path, endpoint_url: str | None = None
+        self,
+        backend: Backend,
+        runtime_root: Path,
+        *,
+        endpoint_url: str | None = None,
+        sdks: RuntimeSdks | None = None,
     ) -> None:
         spec = self.spec
+        sdks = sdks or RuntimeSdks()
         host_end, agent_end = socket.socketpair()
         try:
             credentials = self.credentials.variables if self.credentials is not None else None
@@ -234,14 +241,17 @@ class Environment:
                 Mount(spec.code_dir, TASK_ROOT),
                 Mount(runtime_root / "runtimes", RUNTIME_DIR),
             ]
-            if spec.layer_dirs:
-                mounts.append(Mount(spec.layer_dirs[0], OPT_DIR))  # merging layers comes later
+            opt = spec.layer_dirs[0] if spec.layer_dirs else None  # the merged layers
+            if opt is not None:
+                mounts.append(Mount(opt, OPT_DIR))
+            mounts += sdks.mounts(spec.runtime)  # below the code and layers, as on AWS
             agent = BootAgent(Mount(runtime_root / "agent", AGENT_DIR), PYTHON, spec.runtime)
             sandbox_spec = SandboxSpec(
                 sandbox_id=self.id,
                 start=agent,
                 env=env,
                 mounts=mounts,
+                links=sdks.links(spec.runtime, opt),
                 cwd=TASK_ROOT,
                 memory_mb=spec.memory_mb,
                 cpu_shares=cpu_shares_for(spec.memory_mb),

@@ -56,6 +56,7 @@ from lambdahost.invoke.reports import (
     report_record,
     start_line,
 )
+from lambdahost.invoke.sdks import RuntimeSdks
 from lambdahost.invoke.streaming import ChunkCollector
 from lambdahost.runtimes import python_runtime_dirs
 from lambdahost.sandbox.api import Backend
@@ -83,6 +84,7 @@ class EnvironmentPool:
         logs: LogSink | None = None,
         api_port: int = 0,
         credentials: Sessions | None = None,
+        sdks: RuntimeSdks | None = None,
     ) -> None:
         self.backend = backend
         self.credentials = credentials  # issues each new environment's role credentials
@@ -100,6 +102,7 @@ class EnvironmentPool:
         self._measuring: asyncio.Task[None] | None = None
         # Holds `agent/` and `runtimes/` (see `environment.PACKAGE_ROOT`).
         self.runtime_root = runtime_root or PACKAGE_ROOT
+        self.sdks = sdks or RuntimeSdks()  # the AWS SDKs the managed runtimes ship (`sdks`)
         self._idle: dict[Key, list[Environment]] = {}
         self._all: set[Environment] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -112,6 +115,7 @@ class EnvironmentPool:
         await asyncio.to_thread(self.backend.cleanup_stale)
         await self.backend.prepare()
         await asyncio.to_thread(self._precompile)
+        self.sdks = await asyncio.to_thread(self.sdks.prepared, self.runtime_root / "runtimes")
         self._reaper = asyncio.create_task(self._reap_idle())
         self._measuring = asyncio.create_task(self.capacity.keep_measuring())
 
@@ -304,7 +308,9 @@ class EnvironmentPool:
                 env.credentials = self.credentials.for_function(
                     spec.account_id, spec.role, spec.name
                 )
-            await env.start(self.backend, self.runtime_root, self.endpoint_url)
+            await env.start(
+                self.backend, self.runtime_root, endpoint_url=self.endpoint_url, sdks=self.sdks
+            )
         except BaseException:
             self._all.discard(env)
             await self._destroy(env)

@@ -20,6 +20,16 @@ TASK_ROOT = "/var/task"  # the function's code
 RUNTIME_DIR = "/var/runtime"  # this directory
 OPT_DIR = "/opt"  # the function's layers
 RUNTIME_API = "127.0.0.1:9001"
+# Where the managed runtimes' AWS SDKs are, as on AWS (`invoke/sdks.py` mounts them). python3.11
+# keeps boto3 in the interpreter's site-packages, searched after /var/task and the layers and
+# before /var/runtime; nodejs20.x keeps the JS SDK v3 in /var/runtime/node_modules, on NODE_PATH.
+PYTHON_SDK_DIR = "/var/lang/lib/python3.11/site-packages"
+NODE_SDK_DIR = f"{RUNTIME_DIR}/node_modules"
+# ES modules never search NODE_PATH, only the node_modules of every directory above the
+# importing file; AWS patches its Node to search NODE_PATH after those. Here a link at the last
+# of them, /node_modules, leads to the SDK, for functions whose layers bring no node_modules
+# (with them, the runtime loop adds NODE_PATH to ES module resolution instead; see index.mjs).
+NODE_SDK_LINK = "/node_modules"
 # Interpreters: Debian's, never a venv's or pyenv's (the pyenv shim costs ~85 ms a start).
 # PYTHON also runs the agent (stdlib only), and so the zygote that pre-imports it.
 PYTHON = "/usr/bin/python3.11"
@@ -52,6 +62,10 @@ class Runtime:
     # May also run older identifiers of its language that nothing nearer serves here
     # (`runtimes.policy`: served by the nearest newer interpreter, and said so).
     serves_older: bool = False
+    # Where the AWS SDK this runtime ships is mounted (read-only), if it ships one; see
+    # `invoke.sdks` for where it comes from on the host. `sdk_link`: a link to it in the root.
+    sdk: str | None = None
+    sdk_link: str | None = None
 
     @property
     def managed(self) -> bool:
@@ -76,6 +90,7 @@ RUNTIMES: dict[str, Runtime] = {
             etc=("python3", "python3.11"),
             env={"PYTHONPATH": RUNTIME_DIR},
             preload=("python/lambdahost_runtime.py",),
+            sdk=PYTHON_SDK_DIR,
         ),
         Runtime(
             "nodejs20.x",
@@ -87,9 +102,11 @@ RUNTIMES: dict[str, Runtime] = {
             env={
                 "NODE_PATH": (
                     f"{OPT_DIR}/nodejs/node20/node_modules:{OPT_DIR}/nodejs/node_modules:"
-                    f"{RUNTIME_DIR}/node_modules:{RUNTIME_DIR}:{TASK_ROOT}"
+                    f"{NODE_SDK_DIR}:{RUNTIME_DIR}:{TASK_ROOT}"
                 )
             },
+            sdk=NODE_SDK_DIR,
+            sdk_link=NODE_SDK_LINK,
         ),
         _custom("provided.al2023", "provided:al2023.v1"),
         _custom("provided.al2", "provided:al2.v1"),

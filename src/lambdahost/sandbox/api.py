@@ -30,6 +30,15 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A symbolic link at `path` inside the sandbox to `points_to` (a path as the sandbox sees
+    it), in the root's own tmpfs: nothing of the host is named or reached through it."""
+
+    path: str
+    points_to: str
+
+
+@dataclass(frozen=True)
 class Exec:
     """Start `argv` (argv[0] a path inside the sandbox; no PATH search) as the first process."""
 
@@ -73,6 +82,7 @@ class SandboxSpec:
     start: Exec | BootAgent  # the first process inside; it becomes the sandbox's PID 1
     env: dict[str, str]  # complete environment of it (nothing inherited from the host)
     mounts: list[Mount] = field(default_factory=list)  # e.g. the function's code and layers
+    links: tuple[Link, ...] = ()  # symbolic links made in the root, outside every mount
     memory_mb: int = 128  # hard limit, no swap; exceeding it OOM-kills
     cpu_shares: int = 1024  # relative weight; invoke/ scales it with memory
     pids_max: int = 1024

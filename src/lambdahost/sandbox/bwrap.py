@@ -55,7 +55,13 @@ from lambdahost.sandbox.api import (
 from lambdahost.sandbox.controlled import CgroupSandbox, releaser
 from lambdahost.sandbox.network import FunctionNetwork, NetworkLease
 from lambdahost.sandbox.procviews import ProcViews
-from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_volume
+from lambdahost.sandbox.rootfs import (
+    EtcDirs,
+    bwrap_mount_args,
+    check_links,
+    check_mounts,
+    with_tmp_volume,
+)
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 from lambdahost.sandbox.uids import UidPool
@@ -127,6 +133,7 @@ class BwrapBackend(Backend):
         if cgroups.exists() or host_dir.exists():
             raise SandboxError(f"sandbox {spec.sandbox_id} already exists")
         mounts = check_mounts(spec.all_mounts())  # BootAgent: exec its argv, nothing faster
+        check_links(spec.links, mounts)
         tmp = await lease(self._volumes, spec.tmp_mb << 20)
         uid = self._uids.acquire() if spec.uid is None else spec.uid
         netns: NetworkLease | None = None
@@ -167,7 +174,12 @@ class BwrapBackend(Backend):
             "--",
         ]
         mount_args = bwrap_mount_args(
-            self._etc.for_uid(uid), mounts, spec.tmp_mb << 20, spec.cwd, self._proc_views.files()
+            self._etc.for_uid(uid),
+            mounts,
+            spec.tmp_mb << 20,
+            spec.cwd,
+            self._proc_views.files(),
+            spec.links,
         )
         if tmp is not None:
             mount_args = with_tmp_volume(mount_args, tmp.path)

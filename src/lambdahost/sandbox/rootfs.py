@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path, PurePosixPath
 
-from lambdahost.sandbox.api import Mount, SandboxError
+from lambdahost.sandbox.api import Link, Mount, SandboxError
 
 HOST_ETC = Path("/etc")
 SANDBOX_USER = "sbx_user1051"  # the name Lambda gives uid 993
@@ -147,15 +147,36 @@ def check_mounts(mounts: list[Mount]) -> list[Mount]:
     return sorted(mounts, key=lambda m: len(PurePosixPath(m.target).parts))
 
 
+def check_links(links: tuple[Link, ...], mounts: list[Mount]) -> tuple[Link, ...]:
+    """Validate the spec's links: each in the root's own tmpfs (a read-only mount or a base
+    directory cannot take a new entry), none where a mount or another link is."""
+    seen: set[str] = set()
+    covered = [*FIXED_TARGETS[1:], *(m.target for m in mounts)]
+    for link in links:
+        path = PurePosixPath(link.path)
+        if not path.is_absolute() or ".." in path.parts or str(path) != link.path:
+            raise SandboxError(f"link path must be a normalised absolute path: {link.path}")
+        if link.path == "/" or link.path in seen or not link.points_to:
+            raise SandboxError(f"bad or duplicate link: {link.path}")
+        if any(link.path == c or link.path.startswith(c + "/") for c in covered):
+            raise SandboxError(f"link {link.path} is inside a mount or base directory")
+        if any(c.startswith(link.path + "/") for c in covered):
+            raise SandboxError(f"link {link.path} would hide a mount below it")
+        seen.add(link.path)
+    return links
+
+
 def bwrap_mount_args(
     etc_dir: Path,
     mounts: list[Mount],
     tmp_bytes: int,
     cwd: str,
     proc_files: dict[str, Path] | None = None,
+    links: tuple[Link, ...] = (),
 ) -> list[str]:
     """bwrap options assembling the sandbox's root file system. `proc_files`: host files bound
-    over /proc/<name> (the environment's own meminfo and friends, see `procviews`)."""
+    over /proc/<name> (the environment's own meminfo and friends, see `procviews`); `links`:
+    symbolic links made in the root (checked by `check_links`)."""
     args = ["--ro-bind", "/usr", "/usr"]
     for link, points_to in BASE_SYMLINKS.items():
         args += ["--symlink", points_to, link]
@@ -183,6 +204,9 @@ def bwrap_mount_args(
         ensure_dir(target.parent)
         args += ["--ro-bind", str(Path(mount.source).resolve()), mount.target]
         created.add(mount.target)
+    for extra in links:
+        ensure_dir(PurePosixPath(extra.path).parent)
+        args += ["--symlink", extra.points_to, extra.path]
     cwd_path = PurePosixPath(cwd)
     covering = [PurePosixPath(m.target) for m in mounts]
     covering += [PurePosixPath(f) for f in FIXED_TARGETS if f != "/"]

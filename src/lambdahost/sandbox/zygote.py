@@ -38,6 +38,7 @@ from lambdahost.sandbox.api import (
     Backend,
     BootAgent,
     Exec,
+    Link,
     Mount,
     Provisions,
     SandboxError,
@@ -47,7 +48,13 @@ from lambdahost.sandbox.bwrap import _validate, remove_stale
 from lambdahost.sandbox.controlled import CgroupSandbox, releaser
 from lambdahost.sandbox.network import FunctionNetwork, NetworkLease
 from lambdahost.sandbox.procviews import ProcViews
-from lambdahost.sandbox.rootfs import EtcDirs, bwrap_mount_args, check_mounts, with_tmp_device
+from lambdahost.sandbox.rootfs import (
+    EtcDirs,
+    bwrap_mount_args,
+    check_links,
+    check_mounts,
+    with_tmp_device,
+)
 from lambdahost.sandbox.seccomp import build_filter
 from lambdahost.sandbox.tmpvol import TmpLease, TmpVolumes, lease
 from lambdahost.sandbox.uids import UidPool
@@ -103,8 +110,8 @@ class ZygoteBackend(Backend):
         resolv_conf = network.resolv_conf if network else None
         self._etc = EtcDirs(self.state_dir / "rootfs", provisions.etc, resolv_conf)
         self._etc.for_uid(self._uids.first)
-        # (uid, mounts, tmp bytes, cwd) → the mount plan
-        self._plans: dict[tuple[int, tuple[Mount, ...], int, str], list[str]] = {}
+        # (uid, mounts, tmp bytes, cwd, links) → the mount plan
+        self._plans: dict[tuple[int, tuple[Mount, ...], int, str, tuple[Link, ...]], list[str]] = {}
         self._proc_views: ProcViews | None = None  # the self-test runs without
         self._link = self._start_link()
         self._self_test()
@@ -185,9 +192,11 @@ class ZygoteBackend(Backend):
         return self._link.pid
 
     # -- starting sandboxes ----------------------------------------------------------------
-    def _mount_plan(self, uid: int, mounts: list[Mount], tmp_bytes: int, cwd: str) -> list[str]:
+    def _mount_plan(
+        self, uid: int, mounts: list[Mount], tmp_bytes: int, cwd: str, links: tuple[Link, ...]
+    ) -> list[str]:
         """`bwrap_mount_args`, remembered: it resolves every source, on each cold start."""
-        key = (uid, tuple(mounts), tmp_bytes, cwd)
+        key = (uid, tuple(mounts), tmp_bytes, cwd, links)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= 1024:
@@ -198,6 +207,7 @@ class ZygoteBackend(Backend):
                 tmp_bytes,
                 cwd,
                 self._proc_views.files() if self._proc_views else None,
+                links,
             )
             self._plans[key] = plan
         return plan
@@ -210,7 +220,7 @@ class ZygoteBackend(Backend):
         mounts: list[Mount],
         tmp: TmpLease | None = None,
     ) -> SpawnRequest:
-        mount_args = self._mount_plan(uid, mounts, spec.tmp_mb << 20, spec.cwd)
+        mount_args = self._mount_plan(uid, mounts, spec.tmp_mb << 20, spec.cwd, spec.links)
         in_process = self._in_process(spec.start)
         return {
             "argv": spec.argv,
@@ -254,6 +264,7 @@ class ZygoteBackend(Backend):
         if cgroups.exists():
             raise SandboxError(f"sandbox {spec.sandbox_id} already exists")
         mounts = check_mounts(spec.all_mounts())
+        check_links(spec.links, mounts)
         if self._link.lost:
             log.warning("the zygote (pid %d) exited; starting a new one", self._link.pid)
             self._link = self._start_link()

@@ -4,7 +4,7 @@
 
 import fs from "node:fs";
 import http from "node:http";
-import { createRequire } from "node:module";
+import { createRequire, register } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import util from "node:util";
@@ -79,16 +79,73 @@ function logError(prefix, document) {
 }
 
 // -- handler loading --------------------------------------------------------------------
+// As AWS's runtime loads it: a .mjs file, and a .js file in a "type": "module" package (the
+// nearest package.json decides, as in Node), are ES modules and imported; the rest is
+// required. A .js file that is an ES module all the same (Node tells by its syntax) is
+// imported when require() refuses it, also when it uses top-level await.
+function inModulePackage(file) {
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    let text;
+    try {
+      text = fs.readFileSync(path.join(dir, "package.json"), "utf8");
+    } catch {
+      if (dir === path.dirname(dir)) return false;
+      continue;
+    }
+    try {
+      return JSON.parse(text).type === "module";
+    } catch {
+      return false; // require() then reports the broken package.json
+    }
+  }
+}
+
+// ES modules never search NODE_PATH (CommonJS does), only the node_modules of the directories
+// above the importing file; AWS's Node searches NODE_PATH after those. Without layers, the host
+// links /node_modules to the runtime's SDK, which every ES module finds that way. Directories
+// of NODE_PATH that this does not cover (a layer's nodejs/node_modules, the SDK when a layer
+// is there) are added by resolve hooks (node_path.mjs), only then: their thread costs ~30 ms.
+function hasModules(dir) {
+  try {
+    return fs.readdirSync(dir).length > 0;
+  } catch {
+    return false;
+  }
+}
+
+let esmSearchesNodePath = false;
+function searchNodePathFromEsm() {
+  if (esmSearchesNodePath) return;
+  esmSearchesNodePath = true;
+  const dirs = (process.env.NODE_PATH || "").split(":").filter((dir) => path.basename(dir) === "node_modules");
+  let linked;
+  try {
+    linked = fs.realpathSync("/node_modules");
+  } catch {
+    linked = undefined;
+  }
+  if (dirs.some((dir) => dir !== linked && hasModules(dir))) {
+    register("./node_path.mjs", import.meta.url, { data: { dirs } });
+  }
+}
+
+function importModule(file) {
+  searchNodePathFromEsm();
+  return import(pathToFileURL(file).href);
+}
+
 async function loadModule(modulePath) {
   const require = createRequire(path.join(TASK_ROOT, "index.js"));
   for (const extension of [".js", ".mjs", ".cjs"]) {
     const file = modulePath + extension;
     if (!fs.existsSync(file)) continue;
-    if (extension === ".mjs") return import(pathToFileURL(file).href);
+    if (extension === ".mjs" || (extension === ".js" && inModulePackage(file))) return importModule(file);
     try {
       return require(file);
     } catch (error) {
-      if (error && error.code === "ERR_REQUIRE_ESM") return import(pathToFileURL(file).href);
+      if (error && (error.code === "ERR_REQUIRE_ESM" || error.code === "ERR_REQUIRE_ASYNC_MODULE")) {
+        return importModule(file);
+      }
       throw error;
     }
   }

@@ -299,11 +299,18 @@ class LoggingHook:
 LOGGING = LoggingHook()
 
 
+# Where the runtime's own AWS SDK (boto3, botocore) is mounted: AWS's python3.11 keeps it in
+# the interpreter's site-packages, searched after the function's code and layers.
+SDK_SITE_PACKAGES = "/var/lang/lib/python3.11/site-packages"
+
+
 def setup_path(task_root: str) -> None:
+    """AWS's python3.11 search order: the code, the layers, the runtime's site-packages (the
+    SDK), then /var/runtime (PYTHONPATH) and the standard library; what comes first wins."""
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [entry for entry in sys.path if entry != here]  # no user code from here
     site_packages = "/opt/python/lib/python3.11/site-packages"
-    sys.path[0:0] = [task_root, site_packages, "/opt/python"]
+    sys.path[0:0] = [task_root, site_packages, "/opt/python", SDK_SITE_PACKAGES]
     if os.path.isdir(site_packages):
         import site  # only for .pth files in layers
 
