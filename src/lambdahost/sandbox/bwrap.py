@@ -10,7 +10,8 @@ How a sandbox starts (all without `preexec_fn`, the server being a threaded asyn
 
     server ─exec─▶ bash: close all other fds, write $$ into each cgroup.procs ─exec─▶ bwrap
         └─clone(new mnt, pid, ipc, uts, net, cgroup ns)─▶ setpriv: drop to the sandbox's host uid,
-          no caps (bounding set too), no_new_privs ─exec─▶ env -i spec.env ─exec─▶ spec.argv
+          no caps (bounding set too), no_new_privs ─exec─▶ bash: read spec.env from a pipe
+          ─exec─▶ env -i spec.env ─exec─▶ spec.argv
 
 bwrap runs as real root *without* a user namespace on purpose: it can then bind code from
 directories the sandbox uid could not traverse (a data dir under /root, pytest's 0700 tmp),
@@ -34,6 +35,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -80,6 +82,15 @@ _LAUNCH = (
     'keep=" $1 "; shift; for fd in /proc/$$/fd/*; do fd=${fd##*/}; case $keep in *" $fd "*) ;; '
     '*) eval "exec $fd>&-" 2>/dev/null;; esac; done; '
     'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+)
+# After setpriv, as the sandbox's uid: read the environment (NUL-separated NAME=VALUE) from the
+# descriptor in $1, close it, then become `env -i NAME=VALUE... -- argv`. The values never sit
+# on bwrap's or setpriv's command line, where any host user could read them for the sandbox's
+# whole life (they hold the execution role's credentials); only `env` holds them, for the
+# instant before it execs argv.
+_ENV_FROM_FD = (
+    'fd=$1; shift; env=(); while IFS= read -r -d "" kv; do env+=("$kv"); done <&$fd; '
+    'eval "exec $fd<&-"; exec ' + ENV + ' -i -- "${env[@]}" "$@"'
 )
 _SANDBOX_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _HELPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -160,7 +171,7 @@ class BwrapBackend(Backend):
 
     def _command(
         self, spec: SandboxSpec, uid: int, cgroups: cg.CgroupSet, mounts: list[Mount],
-        seccomp_fd: int, info_fd: int, tmp: TmpLease | None = None,
+        seccomp_fd: int, info_fd: int, env_fd: int, tmp: TmpLease | None = None,
         netns: NetworkLease | None = None,
     ) -> list[str]:  # fmt: skip
         privileges = [
@@ -183,7 +194,7 @@ class BwrapBackend(Backend):
         )
         if tmp is not None:
             mount_args = with_tmp_volume(mount_args, tmp.path)
-        environment = [ENV, "-i", "--", *(f"{key}={value}" for key, value in spec.env.items())]
+        environment = [SH, "-c", _ENV_FROM_FD, "environment", str(env_fd)]
         # The function network's namespace, entered by path (so no descriptor of it is
         # inherited); else bwrap makes a new one and brings up `lo` in it, nothing else.
         enter = [NSENTER, f"--net=/proc/{os.getpid()}/fd/{netns.fd}", "--"] if netns else []
@@ -213,7 +224,7 @@ class BwrapBackend(Backend):
             "--",
         ]
         procs = [str(path) for path in cgroups.procs_files()]
-        keep = " ".join(str(fd) for fd in (0, 1, 2, seccomp_fd, info_fd, *spec.pass_fds))
+        keep = " ".join(str(fd) for fd in (0, 1, 2, seccomp_fd, info_fd, env_fd, *spec.pass_fds))
         return [SH, "-c", _LAUNCH, "launch", keep, *procs, "--", *bwrap, *privileges,
                 *environment, *spec.argv]  # fmt: skip
 
@@ -229,18 +240,20 @@ class BwrapBackend(Backend):
     ) -> BwrapSandbox:
         seccomp_read, seccomp_write = os.pipe()
         info_read, info_write = os.pipe()
+        env_read, env_write = os.pipe()
         try:
             os.write(seccomp_write, self._filter)  # < 1 KiB: fits the pipe buffer
             os.close(seccomp_write)
+            _write_environment(env_write, spec.env)
             command = self._command(
-                spec, uid, cgroups, mounts, seccomp_read, info_write, tmp, netns
+                spec, uid, cgroups, mounts, seccomp_read, info_write, env_read, tmp, netns
             )
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                pass_fds=(seccomp_read, info_write, *spec.pass_fds),
+                pass_fds=(seccomp_read, info_write, env_read, *spec.pass_fds),
                 env=_HELPER_ENV,
                 cwd="/",
                 start_new_session=True,  # the server's Ctrl-C must not reach sandboxes
@@ -251,6 +264,7 @@ class BwrapBackend(Backend):
         finally:
             os.close(seccomp_read)
             os.close(info_write)
+            os.close(env_read)
         sandbox = BwrapSandbox(spec, uid, process, cgroups, host_dir)
         info = await _read_json(info_read, _START_TIMEOUT)
         if "child-pid" not in info:
@@ -282,6 +296,18 @@ class BwrapBackend(Backend):
         self.cgroup_layout.remove_if_empty(self.cgroup_parent)
         if self.network is not None:
             self.network.close()
+
+
+def _write_environment(fd: int, env: dict[str, str]) -> None:
+    """NUL-separated NAME=VALUE into a fresh pipe (closed after), read once the sandbox runs:
+    the pipe grows to hold it all (a few KiB: Lambda allows 4 KB of the user's variables)."""
+    try:
+        data = b"".join(f"{name}={value}".encode() + b"\0" for name, value in env.items())
+        if len(data) > 65536:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, len(data))  # OSError past pipe-max-size
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 # bwrap (the monitor sh became) is in the sandbox's pids cgroup: don't charge it to the function.
