@@ -26,6 +26,8 @@ sdks: $(PY_SDK)/requirements.txt $(NODE_SDK)/package-lock.json
 $(STAMP): pyproject.toml Makefile
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	: "npm installs the runtimes' JS SDK: Debian's nodejs comes without it, NodeSource's with it"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -92,11 +92,12 @@ class DnsServer:
     """Answers A queries for the names it was given (UDP), NXDOMAIN for others; counts
     queries, so a test can tell its answer came from here."""
 
-    def __init__(self, address: str, records: dict[str, str]) -> None:
+    def __init__(self, address: str, records: dict[str, str], port: int = 53) -> None:
         self.records = {name.lower().rstrip("."): ip for name, ip in records.items()}
         self.queries: list[str] = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((address, 53))
+        self.sock.bind((address, port))
+        self.port = int(self.sock.getsockname()[1])
         self.sock.settimeout(0.2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -177,14 +178,15 @@ def test_the_api_is_reachable_and_nothing_else_of_the_host(nat_server: Server) -
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-def test_environments_cannot_reach_each_other(nat_server: Server) -> None:
+def test_nothing_reaches_an_environment(nat_server: Server, web: WebHost) -> None:
+    """Not another environment, not the host, not a host outside (routed through this one)."""
     lam = nat_server.client()
     listener, caller = probe_function(lam, "net-a"), probe_function(lam, "net-b")
     port = 7777
     result: dict[str, Any] = {}
 
     def listen() -> None:
-        result.update(invoke(lam, listener, {"action": "listen", "port": port, "seconds": 6}))
+        result.update(invoke(lam, listener, {"action": "listen", "port": port, "seconds": 10}))
 
     # Its one warm environment answers both invokes: the address is the listener's.
     address = invoke(lam, listener, {"action": "whoami"})["address"]
@@ -192,10 +194,25 @@ def test_environments_cannot_reach_each_other(nat_server: Server) -> None:
     thread.start()
     time.sleep(1.5)  # the listen invoke has started (a late connect only fails the same way)
     attempt = invoke(lam, caller, {"action": "connect", "host": address, "port": port})
+    from_host = _connect_from(None, address, port)
+    from_outside = _connect_from(web.netns, address, port)
     thread.join(30)
     assert attempt["result"] == "timeout", attempt
+    assert from_host != "connected" and from_outside != "connected", (from_host, from_outside)
     assert result["address"] == address
     assert result["accepted"] == [address]  # only its own check connection came through
+
+
+def _connect_from(netns: str | None, address: str, port: int) -> str:
+    """Try a TCP connection from the host, or from a test namespace: its outcome."""
+    code = (
+        "import socket\ns = socket.socket(); s.settimeout(1.5)\n"
+        f"try:\n    s.connect(({address!r}, {port})); print('connected')\n"
+        "except OSError as e:\n    print(type(e).__name__)\n"
+    )
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    done = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def _host_address() -> str:

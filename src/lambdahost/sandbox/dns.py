@@ -25,6 +25,12 @@ RESOLV_CONF = Path("/etc/resolv.conf")
 _QUERY_TIMEOUT_S = 2.0  # per upstream, then the next; resolvers retry on their own
 _MAX_TCP_MESSAGE = 65535
 _IP_FREEBIND = 15  # the gateway address exists only while some veth holds it
+# Queries relayed at once (each holds a socket for up to _QUERY_TIMEOUT_S per upstream):
+# beyond, a query is dropped and its client retries, so a flood from a hostile function
+# cannot take the server's descriptors.
+MAX_IN_FLIGHT = 256
+MAX_TCP_CLIENTS = 64
+_TCP_IDLE_S = 10.0
 
 
 def host_resolvers(path: Path = RESOLV_CONF) -> list[str]:
@@ -59,14 +65,22 @@ class DnsForwarder:
     """Listens on `address:port`; `upstreams` empty means the host's resolv.conf, read again
     for every query (cheap, and follows the host's changes)."""
 
-    def __init__(self, address: str, upstreams: Sequence[str] = (), port: int = DNS_PORT) -> None:
+    def __init__(
+        self,
+        address: str,
+        upstreams: Sequence[str] = (),
+        port: int = DNS_PORT,
+        upstream_port: int = DNS_PORT,
+    ) -> None:
         self.address = address
         self.port = port
+        self.upstream_port = upstream_port
         self._upstreams = list(upstreams)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tcp_clients = 0
 
     def upstreams(self) -> list[str]:
         return self._upstreams or host_resolvers()
@@ -94,6 +108,11 @@ class DnsForwarder:
             for sock in self._sockets:
                 sock.close()
 
+    def received(self, query: bytes, client: tuple[str, int]) -> None:
+        """A UDP query: relayed, or dropped while MAX_IN_FLIGHT are (its client retries)."""
+        if len(self._tasks) < MAX_IN_FLIGHT:
+            self.spawn(self.answer_udp(query, client))
+
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
@@ -101,7 +120,7 @@ class DnsForwarder:
 
     async def answer_udp(self, query: bytes, client: tuple[str, int]) -> None:
         for upstream in self.upstreams():
-            reply = await _ask_udp(upstream, query)
+            reply = await _ask_udp(upstream, self.upstream_port, query)
             if reply is not None:
                 if self._udp is not None and not self._udp.is_closing():
                     self._udp.sendto(reply, client)
@@ -109,15 +128,20 @@ class DnsForwarder:
         log.debug("no resolver answered a function's DNS query")
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._tcp_clients >= MAX_TCP_CLIENTS:
+            writer.close()
+            return
+        self._tcp_clients += 1
         try:
             while True:
-                try:
-                    size = int.from_bytes(await reader.readexactly(2), "big")
-                    query = await reader.readexactly(size)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                try:  # an idle client must not hold one of the few places for long
+                    async with asyncio.timeout(_TCP_IDLE_S):
+                        size = int.from_bytes(await reader.readexactly(2), "big")
+                        query = await reader.readexactly(size)
+                except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
                     return
                 for upstream in self.upstreams():
-                    reply = await _ask_tcp(upstream, query)
+                    reply = await _ask_tcp(upstream, self.upstream_port, query)
                     if reply is not None:
                         writer.write(len(reply).to_bytes(2, "big") + reply)
                         await writer.drain()
@@ -125,6 +149,7 @@ class DnsForwarder:
                 else:
                     return
         finally:
+            self._tcp_clients -= 1
             writer.close()
 
 
@@ -133,8 +158,7 @@ class _UdpFront(asyncio.DatagramProtocol):
         self.forwarder = forwarder
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        client = (str(addr[0]), int(addr[1]))
-        self.forwarder.spawn(self.forwarder.answer_udp(data, client))
+        self.forwarder.received(data, (str(addr[0]), int(addr[1])))
 
 
 class _Reply(asyncio.DatagramProtocol):
@@ -148,14 +172,14 @@ class _Reply(asyncio.DatagramProtocol):
             self.answer.set_result(data)
 
 
-async def _ask_udp(upstream: str, query: bytes) -> bytes | None:
+async def _ask_udp(upstream: str, port: int, query: bytes) -> bytes | None:
     """One query to one resolver from a fresh port; None on timeout or error."""
     if len(query) < 12:
         return None
     loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Reply(query[:2]), remote_addr=(upstream, DNS_PORT)
+            lambda: _Reply(query[:2]), remote_addr=(upstream, port)
         )
     except OSError:
         return None
@@ -168,10 +192,10 @@ async def _ask_udp(upstream: str, query: bytes) -> bytes | None:
         transport.close()
 
 
-async def _ask_tcp(upstream: str, query: bytes) -> bytes | None:
+async def _ask_tcp(upstream: str, port: int, query: bytes) -> bytes | None:
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(upstream, DNS_PORT), _QUERY_TIMEOUT_S
+            asyncio.open_connection(upstream, port), _QUERY_TIMEOUT_S
         )
     except (TimeoutError, OSError):
         return None
