@@ -51,7 +51,7 @@ DEFAULT_DENY = ("169.254.0.0/16",)
 BLOCK_PREFIX = 20  # one server's share of the range: 4093 environments
 SMALLEST_BLOCK = 24
 LOCK_DIR = Path("/run/lambdahost/net")
-SPARES = 4  # namespaces kept plugged in ahead of cold starts
+SPARES = 32  # namespaces kept plugged in ahead of cold starts
 # Spares are made only once no sandbox has started for this long: making one is ~5 ms of
 # netlink work in Python, which would compete with a starting sandbox for the GIL and CPU.
 REFILL_IDLE_S = 0.05
