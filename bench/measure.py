@@ -32,6 +32,7 @@ def percentile(values: Iterable[float], q: float) -> float:
 class Latencies:
     samples_ms: list[float] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)
+    init_samples_ms: list[float] = field(default_factory=list)  # cold starts' Init Duration
     cpu_ms: dict[str, float] = field(default_factory=dict)  # per invoke, by process
 
     @property
@@ -89,15 +90,16 @@ _INIT = re.compile(rb"Init Duration: ([0-9.]+) ms")
 
 
 def cold_by_update(
-    client: LambdaClient, name: str, count: int, settle_s: float = 0.03
+    client: LambdaClient, name: str, count: int, settle_s: float = 0.03, first_round: int = 0
 ) -> Latencies:
     """Each round changes an environment variable (which retires the function's environments),
     waits for the update to settle, then times only the invoke, which must start a fresh one.
-    The log tail proves it did (`Init Duration`), and gives the server's own init figure."""
+    The log tail proves it did (`Init Duration`), and gives the server's own init figure.
+    `first_round`: where the variable's values start (to go on from an earlier call)."""
     result = Latencies()
     inits: list[float] = []
     tail = {"X-Amz-Log-Type": "Tail"}
-    for round_ in range(count):
+    for round_ in range(first_round, first_round + count):
         client.set_environment(name, {"BENCH_ROUND": str(round_)})
         client.wait_settled(name)
         time.sleep(settle_s)  # let the retired environment's teardown finish first
@@ -109,7 +111,27 @@ def cold_by_update(
             raise RuntimeError(f"invoke {round_} of {name} was not a cold start")
         inits.append(float(found.group(1)))
     result.extra = {"server_init_p50_ms": percentile(inits, 50)}
+    result.init_samples_ms = inits
     return result
+
+
+def cold_interleaved(
+    a: tuple[LambdaClient, str], b: tuple[LambdaClient, str], count: int, chunk: int = 5
+) -> tuple[Latencies, Latencies]:
+    """Cold starts on two servers (or functions), `chunk` rounds on one, then on the other,
+    until each has `count`: slow drift of the machine falls on both alike, so the difference
+    of their p50s is what the servers differ in, not when each was measured."""
+    results = (Latencies(), Latencies())
+    inits: tuple[list[float], list[float]] = ([], [])
+    for first in range(0, count, chunk):
+        size = min(chunk, count - first)
+        for (client, name), result, init in zip((a, b), results, inits, strict=True):
+            part = cold_by_update(client, name, size, first_round=first)
+            result.samples_ms += part.samples_ms
+            init += part.init_samples_ms
+    for result, init in zip(results, inits, strict=True):
+        result.extra = {"server_init_p50_ms": percentile(init, 50)}
+    return results
 
 
 def cold_floor(client: LambdaClient, kind: str, count: int) -> Latencies:

@@ -49,6 +49,7 @@ def rows(burst_key: str) -> list[Row]:
         Row("cold p50 (zygote), no network", "cold_isolated_p50_ms", "ms", "floor.cold_p50_ms"),
         Row("cold p50 (fresh), no network", "cold_fresh_isolated_p50_ms", "ms"),
         Row("networking's cold p50 cost", "network_cold_cost_p50_ms", "ms", None, (Target(1),)),
+        Row("networking's fresh cold p50 cost", "network_fresh_cold_cost_p50_ms", "ms"),
         Row("cold p50, server Init Duration", "cold_init_p50_ms", "ms"),
         Row("cold p50 nodejs20.x", "nodejs.cold_p50_ms", "ms", "floor.node_cold_p50_ms"),
         Row("cold p99 nodejs20.x", "nodejs.cold_p99_ms", "ms", "floor.node_cold_p99_ms"),

@@ -10,6 +10,7 @@ with no platform) in the same run, and printed with its ratio to the floor and i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 
 import measure
 from floor import Floor, running_floor
+from lambda_client import LambdaClient
 from report import checks, cpu_table, table
 from rich.console import Console
 from server_process import Server, running_server
@@ -129,23 +131,30 @@ class Bench:
 
     def cold(self) -> None:
         c, r, floor = self.counts, self.results, self.results["floor"]
-        python = measure.cold_by_update(self.client, self.function("bench-cold-py"), c.cold)
+        # With function networking (this server's default) and without (`isolated`), on the
+        # zygote and on fresh bwrap sandboxes: interleaved, so the difference is networking's.
+        mine = (self.client, self.function("bench-cold-py"))
+        with self._cold_server(network="isolated") as isolated_fn:
+            python, isolated = measure.cold_interleaved(mine, isolated_fn, c.cold)
+        with (
+            self._cold_server(sandbox="bwrap") as fresh_fn,
+            self._cold_server(sandbox="bwrap", network="isolated") as fresh_isolated_fn,
+        ):
+            fresh, fresh_isolated = measure.cold_interleaved(
+                fresh_fn, fresh_isolated_fn, c.cold // 2
+            )
         node = measure.cold_by_update(
             self.client, self.function("bench-cold-node", "node"), c.cold_node
         )
         floor_python = measure.cold_floor(self.floor_client, "python", c.cold)
         floor_node = measure.cold_floor(self.floor_client, "node", c.cold_node)
-        # The same on the fresh-sandbox path (bubblewrap, no zygote), and both without
-        # function networking (`--function-network isolated`): what networking costs.
-        fresh = self._cold_elsewhere(c.cold // 2, sandbox="bwrap")
-        isolated = self._cold_elsewhere(c.cold, network="isolated")
-        fresh_isolated = self._cold_elsewhere(c.cold // 2, sandbox="bwrap", network="isolated")
         r["cold_p50_ms"], r["cold_p99_ms"] = python.p50, python.p99
         r["cold_init_p50_ms"] = python.extra["server_init_p50_ms"]
         r["cold_fresh_p50_ms"], r["cold_fresh_p99_ms"] = fresh.p50, fresh.p99
         r["cold_isolated_p50_ms"] = isolated.p50
         r["cold_fresh_isolated_p50_ms"] = fresh_isolated.p50
         r["network_cold_cost_p50_ms"] = python.p50 - isolated.p50
+        r["network_fresh_cold_cost_p50_ms"] = fresh.p50 - fresh_isolated.p50
         r["nodejs"].update(cold_p50_ms=node.p50, cold_p99_ms=node.p99)
         floor.update(cold_p50_ms=floor_python.p50, cold_p99_ms=floor_python.p99)
         floor.update(node_cold_p50_ms=floor_node.p50, node_cold_p99_ms=floor_node.p99)
@@ -164,14 +173,15 @@ class Bench:
         )
 
     @staticmethod
-    def _cold_elsewhere(count: int, **server: str) -> measure.Latencies:
-        """Python cold starts on a server of its own, started with `server`'s options."""
+    @contextlib.contextmanager
+    def _cold_server(**server: str) -> Iterator[tuple[LambdaClient, str]]:
+        """A server of its own, started with `server`'s options, with a python function."""
         with running_server(**server) as other:
             client = other.endpoint.connect()
             runtime, handler, code = RUNTIMES["python"]
             client.create_function("bench-cold-other", runtime, handler, code)
             client.wait_settled("bench-cold-other")
-            return measure.cold_by_update(client, "bench-cold-other", count)
+            yield client, "bench-cold-other"
 
     def throughput(self) -> None:
         c, r = self.counts, self.results

@@ -55,6 +55,9 @@ SPARES = 32  # namespaces kept plugged in ahead of cold starts
 # Spares are made only once no sandbox has started for this long: making one is ~5 ms of
 # netlink work in Python, which would compete with a starting sandbox for the GIL and CPU.
 REFILL_IDLE_S = 0.05
+# ... and only once fewer than this many are left: a sandbox gives its namespace back when it
+# ends, so steady cold starts (an update, then a new environment) need no new ones at all.
+REFILL_BELOW = 8
 KEEP_IDLE = 64  # released namespaces kept for reuse; more are removed
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -113,6 +116,7 @@ class FunctionNetwork:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "lambdahost-net")
         self._closed = False
         self._making = False  # a spare is being made on the worker
+        self._topping_up = False  # making spares until `settings.spares` are free
         self._last_lease = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -252,8 +256,13 @@ class FunctionNetwork:
             self._refill_soon(busy_for)
             return
         with self._mutex:
-            if len(self._free) >= self.settings.spares or not self._slots:
+            free = len(self._free)
+            if free >= self.settings.spares or not self._slots:
+                self._topping_up = False
                 return
+            if free >= min(REFILL_BELOW, self.settings.spares) and not self._topping_up:
+                return
+            self._topping_up = True  # until `spares` are free again
         self._making = True
         self._worker.submit(self._make, False).add_done_callback(self._made)
 
