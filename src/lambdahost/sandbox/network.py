@@ -121,17 +121,24 @@ class FunctionNetwork:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dns = DnsForwarder(self.gateway, settings.dns)
+        netlink: Netlink | None = None
         try:
-            self._netlink: Netlink = self._worker.submit(Netlink).result()
-            self._netlink.remove_links(self._netlink.links(self._ifname_prefix))
+            netlink = self._worker.submit(Netlink).result()
+            netlink.remove_links(netlink.links(self._ifname_prefix))
             firewall.apply(self._ruleset(), self.tag)
             _enable_forwarding()
         except BaseException as error:
+            if netlink is not None:
+                self._worker.submit(netlink.close).result()
             self._worker.shutdown()
             os.close(self._lock_fd)
             if isinstance(error, OSError):
-                raise SandboxError(f"cannot set up function networking: {error}") from error
+                raise SandboxError(
+                    f"cannot set up function networking: {error} (the isolated function "
+                    "network needs none of it)"
+                ) from error
             raise
+        self._netlink = netlink
 
     @property
     def _ifname_prefix(self) -> str:
