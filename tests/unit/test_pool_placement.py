@@ -148,7 +148,10 @@ def test_keepalive_reclaims_idle_environments(backend: FakeBackend, tmp_path: Pa
     async def body(pool: EnvironmentPool) -> None:
         await call(pool, fn)
         deadline = time.monotonic() + 15  # the reaper runs on a loaded host's schedule
-        while not backend.started[0].destroyed and time.monotonic() < deadline:
+        # The sandbox is destroyed a moment before the pool gives its memory back: wait for both.
+        while time.monotonic() < deadline and not (
+            backend.started[0].destroyed and pool.capacity.memory_held == 0
+        ):
             await asyncio.sleep(0.02)
         assert backend.started[0].destroyed and pool.capacity.memory_held == 0
         await call(pool, fn)  # and the next request simply starts a new one
