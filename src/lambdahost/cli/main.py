@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -215,8 +216,8 @@ def serve(
 
     from lambdahost.api.app import create_app
     from lambdahost.cli.listen import bind, gateway_listener
-    from lambdahost.platform import Platform, network_settings
-    from lambdahost.sandbox import SandboxError
+    from lambdahost.platform import Platform
+    from lambdahost.sandbox import NetworkSettings, SandboxError
 
     if sandbox not in ("auto", "zygote", "bwrap"):
         raise typer.BadParameter("must be zygote, bwrap or auto", param_hint="--sandbox")
@@ -254,10 +255,19 @@ def serve(
         credentials_lifetime_s=credentials_lifetime,
         credentials=credentials,
     )
-    try:
-        network_settings(settings)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--function-network*") from None
+    deny, dns = settings.egress_deny, settings.function_dns
+    network_checks: list[tuple[str, Callable[[], object]]] = [
+        ("--function-network", lambda: NetworkSettings(mode=function_network)),
+        ("--function-network-range",
+         lambda: function_network_range and NetworkSettings(range=function_network_range)),
+        ("--egress-deny", lambda: deny is not None and NetworkSettings(deny=deny)),
+        ("--function-dns", lambda: NetworkSettings(dns=dns)),
+    ]  # fmt: skip
+    for hint, check in network_checks:
+        try:
+            check()
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint=hint) from None
     if no_auth:
         console.print(
             "[bold red]WARNING: authentication is OFF (--no-auth): anyone who can reach "

@@ -84,6 +84,8 @@ class NetworkSettings:
             )
         for cidr in self.deny:
             ipaddress.ip_network(cidr)
+        for resolver in self.dns:
+            ipaddress.ip_address(resolver)
 
 
 @dataclass
