@@ -63,7 +63,7 @@ from lambdahost.sandbox.zygote_link import LAUNCHER, START_TIMEOUT, ZygoteLink
 
 if TYPE_CHECKING:
     from lambdahost.sandbox.launcher import SpawnRequest
-    from lambdahost.sandbox.zygote_main import ConfigMessage
+    from lambdahost.sandbox.zygote_protocol import ConfigMessage
 
 log = logging.getLogger("lambdahost.sandbox")
 

@@ -22,7 +22,7 @@ from lambdahost.sandbox.api import SandboxBusyError, SandboxError
 
 if TYPE_CHECKING:
     from lambdahost.sandbox.launcher import SpawnRequest
-    from lambdahost.sandbox.zygote_main import (
+    from lambdahost.sandbox.zygote_protocol import (
         ConfigMessage,
         ServerMessage,
         SpawnHeader,

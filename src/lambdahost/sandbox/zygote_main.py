@@ -5,7 +5,8 @@ request.
 Run by `zygote.ZygoteBackend` as `<python> -I -S - <fd>` with this file on stdin, `<python>`
 being `Provisions.python`: Debian's interpreter (the one sandboxes run), isolated from the
 host's environment and site-packages.
-Stdlib only, and nothing of `lambdahost` is imported: the launcher is loaded by file path.
+Stdlib only, and nothing of `lambdahost` is imported: the launcher is loaded by file path, and
+the messages' and loaded modules' types (`zygote_protocol`) are for mypy alone.
 
 The link to the server is one SOCK_SEQPACKET Unix socket (fd <fd>); every message is one JSON
 object, descriptors ride along as SCM_RIGHTS:
@@ -45,13 +46,21 @@ import socket
 import sys
 import traceback
 import types
-from typing import TYPE_CHECKING, Literal, NotRequired, Protocol, TypedDict
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for mypy only: at run time nothing of lambdahost is imported
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
-    from lambdahost.sandbox import launcher as launcher_module
     from lambdahost.sandbox.launcher import SpawnRequest
+    from lambdahost.sandbox.zygote_protocol import (
+        AgentBoot,
+        AgentForkServer,
+        ConfigMessage,
+        Launcher,
+        ServerMessage,
+        SpawnHeader,
+        ZygoteMessage,
+    )
 
 MAX_MESSAGE = 1 << 20
 NETNS_SPARES = 4  # network namespaces made while idle, ahead of spawns (unless the server
@@ -73,112 +82,6 @@ STDLIB_PRELOAD = (
     "selectors", "signal", "socket", "string", "struct", "tempfile", "time", "traceback",
     "typing", "urllib.parse", "uuid",
 )  # fmt: skip
-
-
-# -- the messages (see the module docstring) ---------------------------------------------------
-class AgentCode(TypedDict):
-    source: str  # the agent package's host directory
-    target: str  # where sandboxes see it
-
-
-class ConfigMessage(TypedDict):
-    t: Literal["config"]
-    launcher: str  # host path of launcher.py
-    filter: str  # the seccomp program, hex
-    agent: NotRequired[AgentCode]  # none: nothing to preload but the stdlib list
-    modules: NotRequired[list[list[str]]]  # [module name, host file, sandbox file]
-    bootstraps: NotRequired[list[list[str]]]  # [host file, sandbox file]
-    netns_spares: NotRequired[int]  # loopback-only namespaces to keep made (NETNS_SPARES)
-
-
-class SpawnHeader(TypedDict):
-    t: Literal["spawn"]
-    id: int  # then "\n" and the `SpawnRequest`, decoded only by the child
-    netns: NotRequired[bool]  # the last descriptor is the network namespace to enter
-
-
-class ReadyMessage(TypedDict):
-    t: Literal["ready"]
-    pid: int
-    preloaded: list[str]
-
-
-class FailedMessage(TypedDict):
-    t: Literal["failed"]
-    error: str
-
-
-class SpawnedMessage(TypedDict):
-    t: Literal["spawned"]
-    id: int
-    pid: int  # its pidfd rides along
-
-
-class ErrorMessage(TypedDict):
-    t: Literal["error"]
-    id: int | None
-    error: str
-
-
-class ExitMessage(TypedDict):
-    t: Literal["exit"]
-    pid: int
-    status: int  # as os.waitstatus_to_exitcode gives it
-
-
-ServerMessage = ConfigMessage | SpawnHeader
-ZygoteMessage = ReadyMessage | FailedMessage | SpawnedMessage | ErrorMessage | ExitMessage
-
-
-# -- the modules the zygote loads ----------------------------------------------------------------
-class Launcher(Protocol):
-    """What the zygote calls of `launcher`, which it loads by path."""
-
-    CLONE_NEWPID: int
-
-    def unshare(self, flags: int) -> None: ...
-
-    def setns(self, fd: int, nstype: int) -> None: ...
-
-    def pidfd_open(self, pid: int) -> int: ...
-
-    def make_network_namespace(self, home_fd: int) -> int: ...
-
-    def enter(
-        self,
-        request: SpawnRequest,
-        stderr_fd: int,
-        received: list[int],
-        seccomp_filter: bytes,
-        netns_fd: int = -1,
-    ) -> None: ...
-
-    def exec_argv(self, argv: list[str], env: dict[str, str]) -> None: ...
-
-
-if TYPE_CHECKING:
-    _launcher_conforms: Launcher = launcher_module  # mypy checks launcher.py against it
-
-
-class AgentBoot(Protocol):
-    """The agent's `boot` module, preloaded (see `run_agent`)."""
-
-    # `forkserver.spawn` when the runtime is preloaded, else None (`boot.spawn` execs it)
-    fork_runtime: (
-        Callable[[list[str], dict[str, str]], tuple[int, int, OSError | None] | None] | None
-    )
-
-    def main(self) -> None: ...
-
-
-class AgentForkServer(Protocol):
-    """The agent's `forkserver` module, preloaded."""
-
-    def register(self, script: str, code: types.CodeType) -> None: ...
-
-    def spawn(
-        self, argv: list[str], env: dict[str, str]
-    ) -> tuple[int, int, OSError | None] | None: ...
 
 
 class SandboxPathLoader(importlib.abc.Loader):
