@@ -265,7 +265,9 @@ class Zygote:
         try:
             if not fds:
                 raise ValueError("no stderr descriptor")
-            netns = self.take_netns(header, fds)
+            netns = self.sent_netns(header, fds)
+            if netns < 0 and self.spare_netns:
+                netns = self.spare_netns.pop()
             fds.append(netns)  # closed here below, after the fork
             launcher.unshare(launcher.CLONE_NEWPID)  # for the next child only
             try:
@@ -283,12 +285,11 @@ class Zygote:
                     os.close(fd)
         self.spawned(header, pid)
 
-    def take_netns(self, header: SpawnHeader, fds: list[int]) -> int:
-        """The network namespace a spawn enters: the one sent along (removed from `fds`), else
-        a spare, else -1 (the child unshares its own)."""
-        if header.get("netns") and len(fds) > 1:
-            return fds.pop()
-        return self.spare_netns.pop() if self.spare_netns else -1
+    @staticmethod
+    def sent_netns(header: SpawnHeader, fds: list[int]) -> int:
+        """The network namespace sent along with a spawn (removed from `fds`), else -1: then
+        a spare, else a namespace the child unshares itself."""
+        return fds.pop() if header.get("netns") and len(fds) > 1 else -1
 
     def spawned(self, header: SpawnHeader, pid: int) -> None:
         launcher = self.launcher
@@ -365,10 +366,10 @@ class Zygote:
             os._exit(125)
         if message is None or not fds:
             os._exit(0)  # the zygote is gone
-        if message["t"] == "spawn" and message.get("netns") and len(fds) > 1:
+        if message["t"] == "spawn" and (sent := self.sent_netns(message, fds)) >= 0:
             if netns >= 0:
                 os.close(netns)
-            netns = fds.pop()
+            netns = sent
         self.child(fds[0], fds[1:], netns)
 
     def child(self, stderr_fd: int, received: list[int], netns: int) -> None:
