@@ -22,19 +22,7 @@ from lambdahost.errors import InvalidParameterValue, ResourceConflict, ResourceN
 from lambdahost.store.tables import FunctionRow, VersionRow
 
 # Fields that differ between two snapshots of identical code and configuration.
-VOLATILE = {
-    "Version",
-    "FunctionArn",
-    "LastModified",
-    "RevisionId",
-    "State",
-    "StateReason",
-    "StateReasonCode",
-    "LastUpdateStatus",
-    "LastUpdateStatusReason",
-    "LastUpdateStatusReasonCode",
-    "Description",
-}
+VOLATILE = {"Version", "FunctionArn", "LastModified", "RevisionId", *STATE_FIELDS, "Description"}
 
 
 class VersionService:
