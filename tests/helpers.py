@@ -38,13 +38,21 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
 
-    def client(self, service: str = "lambda", **config: object) -> object:
+    def client(
+        self,
+        service: str = "lambda",
+        keys: tuple[str, str, str | None] = (ACCESS_KEY, SECRET_KEY, None),
+        **config: object,
+    ) -> object:
+        """A boto3 client of this server; `keys`: access key id, secret and session token."""
+        access_key_id, secret_access_key, session_token = keys
         return boto3.client(
             service,
             endpoint_url=self.url,
             region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            aws_session_token=session_token,
             config=Config(
                 retries={"max_attempts": 1, "mode": "standard"},
                 read_timeout=120,

@@ -18,7 +18,6 @@ import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials as BotoCredentials
 from botocore.exceptions import ClientError
 from helpers import REGION, ROLE, Server, create_function, make_zip, start_server, unique
@@ -49,15 +48,7 @@ def session_client(server: Server, creds: dict[str, str], service: str = "lambda
     key = creds.get("AccessKeyId") or creds["AWS_ACCESS_KEY_ID"]
     secret = creds.get("SecretAccessKey") or creds["AWS_SECRET_ACCESS_KEY"]
     token = creds.get("SessionToken") or creds["AWS_SESSION_TOKEN"]
-    return boto3.client(
-        service,
-        endpoint_url=server.url,
-        region_name=REGION,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        aws_session_token=token,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, parameter_validation=False),
-    )
+    return server.client(service, (key, secret, token), parameter_validation=False)
 
 
 def refused(call) -> tuple[int, str, str]:  # noqa: ANN001

@@ -1,15 +1,15 @@
 """A function calls the platform with the SDK its runtime ships, exactly as on AWS: no
 endpoint and no keys in its code. `AWS_ENDPOINT_URL` points the SDK at lambdahost through the
-function network, and the execution role's credentials sign the calls."""
+function network, and the execution role's credentials sign the calls (the session's server,
+whose functions have networking by default)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import ROLE, Server, create_function, make_zip, start_server, unique
+from helpers import ROLE, Server, create_function, make_zip, unique
 
 CALLER_PY = """
 import json
@@ -49,13 +49,6 @@ export const handler = async (event) => {
 """
 
 TARGET = "def handler(event, context):\n    return {'doubled': event['n'] * 2}\n"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("inside") / "data")
-    yield srv
-    srv.kill()
 
 
 @pytest.fixture(scope="module")
